@@ -1,0 +1,4 @@
+//! Generated code of the `agynio.api.users.v1` proto package.
+#![allow(refining_impl_trait_internal, refining_impl_trait_reachable)]
+
+include!(concat!(env!("OUT_DIR"), "/modules.rs"));

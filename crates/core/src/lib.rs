@@ -1,0 +1,15 @@
+//! Plumbing shared by every agyn service.
+//!
+//! Services build on these pieces so that errors, identifiers, page tokens
+//! and caller identities look the same on every method.
+
+pub mod caller;
+pub mod error;
+pub mod id;
+pub mod page;
+pub mod secret;
+pub mod time;
+
+pub use caller::{Caller, CredentialKind, IdentityKind};
+pub use error::{Error, Result};
+pub use secret::Secret;
