@@ -58,7 +58,9 @@ impl Error {
     /// `google.rpc.BadRequest` naming the field.
     pub fn invalid_field(field: &str, problem: &str) -> Self {
         let mut error = Self::new(Code::InvalidArgument, format!("{field}: {problem}"));
-        error.violations.push((field.to_string(), problem.to_string()));
+        error
+            .violations
+            .push((field.to_string(), problem.to_string()));
         error
     }
 
@@ -144,7 +146,9 @@ impl fmt::Display for Error {
 impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut debug = f.debug_struct("Error");
-        debug.field("code", &self.code).field("message", &self.message);
+        debug
+            .field("code", &self.code)
+            .field("message", &self.message);
         if let Some(reason) = self.reason {
             debug.field("reason", &reason);
         }
@@ -208,7 +212,8 @@ impl From<Error> for ConnectError {
                     .collect(),
                 ..Default::default()
             };
-            connect = connect.with_detail(ErrorDetail::from_message("google.rpc.BadRequest", &details));
+            connect =
+                connect.with_detail(ErrorDetail::from_message("google.rpc.BadRequest", &details));
         }
         if let Some(reason) = error.reason {
             let info = ErrorInfo {
@@ -232,7 +237,13 @@ mod tests {
         let error = Error::internal("disk on fire", std::io::Error::other("EIO"));
         let connect = ConnectError::from(error);
         assert_eq!(connect.code, ErrorCode::Internal);
-        assert!(connect.message.as_deref().unwrap().starts_with("internal error (ref "));
+        assert!(
+            connect
+                .message
+                .as_deref()
+                .unwrap()
+                .starts_with("internal error (ref ")
+        );
         assert!(!connect.message.as_deref().unwrap().contains("disk"));
     }
 

@@ -246,7 +246,8 @@ mod tests {
         });
         let error = Page::parse(20, &token, SortOrder::Descending, fingerprint("bob")).unwrap_err();
         assert_eq!(error.reason(), Some("PAGE_TOKEN_INVALID"));
-        let error = Page::parse(20, &token, SortOrder::Ascending, fingerprint("alice")).unwrap_err();
+        let error =
+            Page::parse(20, &token, SortOrder::Ascending, fingerprint("alice")).unwrap_err();
         assert_eq!(error.reason(), Some("PAGE_TOKEN_INVALID"));
     }
 

@@ -1,0 +1,257 @@
+//! Configuration: flags, then `AGYN_<KEY>` environment variables, then
+//! `<data_dir>/agyn.toml`, then built-in defaults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use serde::Deserialize;
+
+/// Flags of `agyn serve`. Every flag can also be set by its environment
+/// variable or in `<data_dir>/agyn.toml` (same key, with `.` for nesting).
+#[derive(Args, Debug, Default)]
+pub struct ServeArgs {
+    /// State directory [default: $XDG_DATA_HOME/agyn or ~/.local/share/agyn].
+    #[arg(long, env = "AGYN_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Database URL: sqlite://<path> or postgres://... [default: sqlite://<data_dir>/agyn.db].
+    #[arg(long, env = "AGYN_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Public listener address [default: 127.0.0.1:8080].
+    #[arg(long, env = "AGYN_LISTEN")]
+    pub listen: Option<String>,
+    /// Internal listener address; an empty value disables it [default: 127.0.0.1:8081].
+    #[arg(long, env = "AGYN_INTERNAL_LISTEN")]
+    pub internal_listen: Option<String>,
+    /// External base URL, used for the default CORS origin [default: http://127.0.0.1:8080].
+    #[arg(long, env = "AGYN_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Comma-separated origins allowed by CORS [default: the origin of --public-url].
+    #[arg(long, env = "AGYN_CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub cors_allowed_origins: Option<Vec<String>>,
+    /// Log level or tracing filter such as `info` or `agyn=debug` [default: info].
+    #[arg(long, env = "AGYN_LOG_LEVEL")]
+    pub log_level: Option<String>,
+    /// Log format: `text` or `json` [default: text].
+    #[arg(long, env = "AGYN_LOG_FORMAT")]
+    pub log_format: Option<String>,
+    /// Replace the bootstrap admin's `bootstrap` API token and rewrite `<data_dir>/admin-token`.
+    #[arg(long)]
+    pub reset_admin_token: bool,
+}
+
+/// Keys read from `<data_dir>/agyn.toml`.
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    database_url: Option<String>,
+    listen: Option<String>,
+    internal_listen: Option<String>,
+    public_url: Option<String>,
+    cors: Option<CorsFile>,
+    log: Option<LogFile>,
+}
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+struct CorsFile {
+    allowed_origins: Option<Vec<String>>,
+}
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+struct LogFile {
+    level: Option<String>,
+    format: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The resolved configuration of `agyn serve`.
+#[derive(Debug)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub database_url: String,
+    pub listen: SocketAddr,
+    pub internal_listen: Option<SocketAddr>,
+    pub cors_allowed_origins: Vec<String>,
+    pub log_level: String,
+    pub log_format: LogFormat,
+    pub reset_admin_token: bool,
+}
+
+impl Config {
+    pub fn resolve(args: ServeArgs) -> Result<Self, String> {
+        let data_dir = match args.data_dir {
+            Some(dir) => dir,
+            None => default_data_dir()?,
+        };
+        let file = read_file_config(&data_dir)?;
+        let database_url = args
+            .database_url
+            .or(file.database_url)
+            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("agyn.db").display()));
+        let listen = args
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| "127.0.0.1:8080".to_string());
+        let listen = parse_address("listen", &listen)?;
+        let internal_listen = args
+            .internal_listen
+            .or(file.internal_listen)
+            .unwrap_or_else(|| "127.0.0.1:8081".to_string());
+        let internal_listen = if internal_listen.is_empty() {
+            None
+        } else {
+            Some(parse_address("internal_listen", &internal_listen)?)
+        };
+        let public_url = args
+            .public_url
+            .or(file.public_url)
+            .unwrap_or_else(|| "http://127.0.0.1:8080".to_string());
+        let cors_allowed_origins = args
+            .cors_allowed_origins
+            .or(file.cors.and_then(|cors| cors.allowed_origins))
+            .unwrap_or_else(|| vec![origin_of(&public_url)]);
+        let log = file.log.unwrap_or_default();
+        let log_level = args
+            .log_level
+            .or(log.level)
+            .unwrap_or_else(|| "info".to_string());
+        let log_format = match args.log_format.or(log.format).as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(format!("invalid log format {other:?}: use text or json"));
+            }
+        };
+        Ok(Self {
+            data_dir,
+            database_url,
+            listen,
+            internal_listen,
+            cors_allowed_origins,
+            log_level,
+            log_format,
+            reset_admin_token: args.reset_admin_token,
+        })
+    }
+}
+
+fn default_data_dir() -> Result<PathBuf, String> {
+    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|value| !value.is_empty()) {
+        return Ok(PathBuf::from(xdg).join("agyn"));
+    }
+    let home = std::env::var_os("HOME")
+        .filter(|value| !value.is_empty())
+        .ok_or("cannot find a data directory: set --data-dir, AGYN_DATA_DIR or HOME")?;
+    Ok(PathBuf::from(home).join(".local/share/agyn"))
+}
+
+fn read_file_config(data_dir: &Path) -> Result<FileConfig, String> {
+    let path = data_dir.join("agyn.toml");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            toml::from_str(&text).map_err(|error| format!("invalid {}: {error}", path.display()))
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(FileConfig::default()),
+        Err(error) => Err(format!("failed to read {}: {error}", path.display())),
+    }
+}
+
+fn parse_address(key: &str, value: &str) -> Result<SocketAddr, String> {
+    value.parse().map_err(|_| {
+        format!("invalid {key} address {value:?}: expected host:port such as 127.0.0.1:8080")
+    })
+}
+
+/// Returns `scheme://host[:port]` of a URL.
+fn origin_of(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority = rest.split('/').next().unwrap_or_default();
+            format!("{scheme}://{authority}")
+        }
+        None => url.to_string(),
+    }
+}
+
+/// Installs the global `tracing` subscriber.
+pub fn init_logging(config: &Config) -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
+        .map_err(|error| format!("invalid log level {:?}: {error}", config.log_level))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
+    let result = match config.log_format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+    result.map_err(|error| format!("failed to install the logger: {error}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args_in(dir: &Path) -> ServeArgs {
+        ServeArgs {
+            data_dir: Some(dir.to_path_buf()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn defaults_use_data_dir() {
+        let dir = std::env::temp_dir().join(format!("agyn-config-{}", std::process::id()));
+        let config = Config::resolve(args_in(&dir)).unwrap();
+        assert_eq!(
+            config.database_url,
+            format!("sqlite://{}/agyn.db", dir.display())
+        );
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(
+            config.internal_listen.unwrap().to_string(),
+            "127.0.0.1:8081"
+        );
+        assert_eq!(
+            config.cors_allowed_origins,
+            vec!["http://127.0.0.1:8080".to_string()]
+        );
+    }
+
+    #[test]
+    fn file_is_below_flags() {
+        let dir = std::env::temp_dir().join(format!("agyn-config-file-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("agyn.toml"),
+            "listen = \"127.0.0.1:9000\"\ninternal_listen = \"\"\n[log]\nformat = \"json\"\n",
+        )
+        .unwrap();
+        let config = Config::resolve(args_in(&dir)).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:9000");
+        assert_eq!(config.internal_listen, None);
+        assert_eq!(config.log_format, LogFormat::Json);
+        let mut args = args_in(&dir);
+        args.listen = Some("127.0.0.1:9100".into());
+        assert_eq!(
+            Config::resolve(args).unwrap().listen.to_string(),
+            "127.0.0.1:9100"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn bad_values_are_rejected() {
+        let dir = std::env::temp_dir().join("agyn-config-bad");
+        let mut args = args_in(&dir);
+        args.listen = Some("nope".into());
+        let error = Config::resolve(args).unwrap_err();
+        assert!(error.contains("invalid listen address \"nope\""), "{error}");
+    }
+}

@@ -1,0 +1,3 @@
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    agyn_api_build::compile_catalog("agyn.fds.bin")
+}

@@ -1,0 +1,100 @@
+//! Turning a request's credential into a [`Caller`].
+
+use agyn_core::{Caller, CredentialKind, Error, Secret};
+use agyn_users::Users;
+use agyn_users::tokens::{ENROLLMENT_TOKEN_PREFIX, SERVICE_TOKEN_PREFIX, looks_like_api_token};
+use http::HeaderMap;
+
+/// Authenticates public requests by bearer API token.
+#[derive(Clone)]
+pub struct Authenticator {
+    users: Users,
+}
+
+impl Authenticator {
+    pub fn new(users: Users) -> Self {
+        Self { users }
+    }
+
+    /// Resolves the `Authorization` header to a caller. The token value is
+    /// held in a [`Secret`] and never logged.
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, Error> {
+        let token = bearer_token(headers)?;
+        let value = token.expose();
+        if value.starts_with(SERVICE_TOKEN_PREFIX) || value.starts_with(ENROLLMENT_TOKEN_PREFIX) {
+            return Err(Error::unauthenticated(
+                "service tokens are accepted only by enrollment",
+            ));
+        }
+        if !looks_like_api_token(value) {
+            // NOTE: OIDC access tokens are not verified yet, so every bearer
+            // value that is not an API token is rejected.
+            return Err(Error::unauthenticated("invalid credential"));
+        }
+        let identity = self.users.authenticate_token(&token).await?;
+        Ok(Caller::Identity {
+            identity_id: identity.identity_id,
+            kind: identity.kind,
+            workload_id: None,
+            credential: CredentialKind::ApiToken,
+        })
+    }
+}
+
+fn bearer_token(headers: &HeaderMap) -> Result<Secret<String>, Error> {
+    let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Err(Error::unauthenticated("missing credential"));
+    };
+    if values.next().is_some() {
+        return Err(Error::unauthenticated("more than one authorization header"));
+    }
+    let value = value
+        .to_str()
+        .map_err(|_| Error::unauthenticated("malformed authorization header"))?;
+    let (scheme, token) = value
+        .split_once(' ')
+        .ok_or_else(|| Error::unauthenticated("malformed authorization header"))?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(Error::unauthenticated(
+            "unsupported authorization scheme: use Bearer",
+        ));
+    }
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(Error::unauthenticated("malformed authorization header"));
+    }
+    Ok(Secret::new(token.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::AUTHORIZATION, value.parse().unwrap());
+        headers
+    }
+
+    #[test]
+    fn bearer_token_parses() {
+        let token = bearer_token(&headers("Bearer abc")).unwrap();
+        assert_eq!(token.expose(), "abc");
+        let token = bearer_token(&headers("bearer  abc ")).unwrap();
+        assert_eq!(token.expose(), "abc");
+    }
+
+    #[test]
+    fn bearer_token_rejects_other_schemes() {
+        let error = bearer_token(&headers("Basic YWxhZGRpbjpvcGVu")).unwrap_err();
+        assert_eq!(
+            error.message(),
+            "unsupported authorization scheme: use Bearer"
+        );
+        let error = bearer_token(&headers("Bearer")).unwrap_err();
+        assert_eq!(error.message(), "malformed authorization header");
+        let error = bearer_token(&HeaderMap::new()).unwrap_err();
+        assert_eq!(error.message(), "missing credential");
+    }
+}

@@ -1,0 +1,321 @@
+//! The tower layer in front of the ConnectRPC service: request ids, the
+//! `/api` prefix, identity-header hygiene, authentication, routing of
+//! methods that are not built yet, and one log line per request.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use agyn_core::{Caller, CredentialKind, Error, IdentityKind};
+use connectrpc::{ConnectError, ConnectRpcBody};
+use http::{HeaderMap, HeaderValue, Request, Response, Uri};
+
+use crate::auth::Authenticator;
+
+/// Which listener a [`GatewayLayer`] guards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// Public: clients authenticate with a credential.
+    Public,
+    /// Internal: platform components; the gateway component forwards the
+    /// caller in `x-identity-id` / `x-identity-type`.
+    Internal,
+}
+
+/// Headers that only the gateway may set. They are removed from every
+/// public request before anything reads headers.
+const IDENTITY_HEADERS: &[&str] = &["x-workload-id", "x-organization-id"];
+const IDENTITY_HEADER_PREFIX: &str = "x-identity-";
+const REQUEST_ID: &str = "x-request-id";
+
+/// Methods that need no credential: gRPC health and reflection.
+fn is_anonymous(path: &str) -> bool {
+    path.starts_with("/grpc.health.v1.Health/") || path.starts_with("/grpc.reflection.")
+}
+
+#[derive(Clone)]
+pub struct GatewayLayer {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    listener: Listener,
+    authenticator: Authenticator,
+    implemented: HashSet<String>,
+    known: HashSet<&'static str>,
+}
+
+impl GatewayLayer {
+    /// `implemented` lists the procedure paths the router serves; other
+    /// gateway methods answer `unimplemented` naming the method.
+    pub fn new(listener: Listener, authenticator: Authenticator, implemented: Vec<String>) -> Self {
+        let known = agyn_api::GATEWAY_METHODS
+            .iter()
+            .map(|(path, ..)| *path)
+            .collect();
+        Self {
+            shared: Arc::new(Shared {
+                listener,
+                authenticator,
+                implemented: implemented
+                    .into_iter()
+                    .map(|path| format!("/{}", path.trim_start_matches('/')))
+                    .collect(),
+                known,
+            }),
+        }
+    }
+
+    pub fn layer<S>(&self, inner: S) -> GatewayService<S> {
+        GatewayService {
+            inner,
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct GatewayService<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S, B> tower::Service<Request<B>> for GatewayService<S>
+where
+    S: tower::Service<Request<B>, Response = Response<ConnectRpcBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = Response<ConnectRpcBody>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        // Take the service that was driven to readiness and leave a clone.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let shared = Arc::clone(&self.shared);
+        Box::pin(async move {
+            let started = Instant::now();
+            let request_id = request_id(request.headers());
+            strip_api_prefix(&mut request);
+            let path = request.uri().path().to_string();
+            let caller = match shared.admit(&mut request, &path).await {
+                Ok(caller) => caller,
+                Err(error) => {
+                    let mut response = error_response(error, request.headers());
+                    finish(&mut response, &request_id, &path, None, started);
+                    return Ok(response);
+                }
+            };
+            if let Some(caller) = &caller {
+                request.extensions_mut().insert(caller.clone());
+            }
+            let mut response = inner.call(request).await?;
+            finish(&mut response, &request_id, &path, caller.as_ref(), started);
+            Ok(response)
+        })
+    }
+}
+
+impl Shared {
+    /// Authenticates the request and checks that its method is built.
+    /// Returns the caller to attach, if any.
+    async fn admit<B>(
+        &self,
+        request: &mut Request<B>,
+        path: &str,
+    ) -> Result<Option<Caller>, Error> {
+        let caller = match self.listener {
+            Listener::Public => {
+                remove_identity_headers(request.headers_mut());
+                if is_anonymous(path) {
+                    return Ok(None);
+                }
+                if !self.known.contains(path) {
+                    return Err(Error::unimplemented(format!("unknown method {path}")));
+                }
+                self.authenticator.authenticate(request.headers()).await?
+            }
+            Listener::Internal => forwarded_caller(request.headers()),
+        };
+        if !self.implemented.contains(path) && self.known.contains(path) {
+            let method = path.trim_start_matches('/');
+            return Err(Error::unimplemented(format!(
+                "{method} is not implemented yet"
+            )));
+        }
+        Ok(Some(caller))
+    }
+}
+
+fn request_id(headers: &HeaderMap) -> HeaderValue {
+    headers
+        .get(REQUEST_ID)
+        .filter(|value| !value.is_empty() && value.len() <= 128)
+        .cloned()
+        .unwrap_or_else(|| {
+            HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
+                .expect("uuid is a valid header")
+        })
+}
+
+fn strip_api_prefix<B>(request: &mut Request<B>) {
+    let Some(stripped) = request.uri().path().strip_prefix("/api/") else {
+        return;
+    };
+    let mut path_and_query = format!("/{stripped}");
+    if let Some(query) = request.uri().query() {
+        path_and_query.push('?');
+        path_and_query.push_str(query);
+    }
+    let mut parts = request.uri().clone().into_parts();
+    if let Ok(value) = path_and_query.parse() {
+        parts.path_and_query = Some(value);
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *request.uri_mut() = uri;
+        }
+    }
+}
+
+fn remove_identity_headers(headers: &mut HeaderMap) {
+    let forged: Vec<_> = headers
+        .keys()
+        .filter(|name| {
+            let name = name.as_str();
+            name.starts_with(IDENTITY_HEADER_PREFIX) || IDENTITY_HEADERS.contains(&name)
+        })
+        .cloned()
+        .collect();
+    for name in forged {
+        headers.remove(name);
+    }
+}
+
+/// The caller of an internal request: the identity the gateway component
+/// forwarded, or the calling component itself.
+fn forwarded_caller(headers: &HeaderMap) -> Caller {
+    let header = |name| {
+        headers
+            .get(name)
+            .and_then(|value: &HeaderValue| value.to_str().ok())
+    };
+    let identity = header("x-identity-id")
+        .and_then(|id| agyn_core::id::parse_id("x-identity-id", id).ok())
+        .zip(header("x-identity-type").and_then(IdentityKind::parse));
+    match identity {
+        Some((identity_id, kind)) => Caller::Identity {
+            identity_id,
+            kind,
+            workload_id: header("x-workload-id").map(str::to_string),
+            credential: CredentialKind::Certificate,
+        },
+        None => Caller::Component("internal"),
+    }
+}
+
+fn error_response(error: Error, headers: &HeaderMap) -> Response<ConnectRpcBody> {
+    let unauthenticated = error.code() == agyn_core::error::Code::Unauthenticated;
+    let mut response = ConnectError::from(error).into_http_response(headers);
+    if unauthenticated {
+        response.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer"),
+        );
+    }
+    response
+}
+
+/// Echoes the request id and writes the request's log line. Only the
+/// method, caller, status and timing are logged, never headers or bodies.
+fn finish(
+    response: &mut Response<ConnectRpcBody>,
+    request_id: &HeaderValue,
+    path: &str,
+    caller: Option<&Caller>,
+    started: Instant,
+) {
+    response
+        .headers_mut()
+        .insert(REQUEST_ID, request_id.clone());
+    let grpc_status = response
+        .headers()
+        .get("grpc-status")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("");
+    let (caller_id, caller_type) = match caller {
+        Some(Caller::Identity {
+            identity_id, kind, ..
+        }) => (identity_id.as_str(), kind.as_str()),
+        Some(Caller::Component(name)) => (*name, "component"),
+        None => ("", ""),
+    };
+    tracing::info!(
+        method = path,
+        caller_id,
+        caller_type,
+        http_status = response.status().as_u16(),
+        grpc_status,
+        duration_us = started.elapsed().as_micros() as u64,
+        request_id = request_id.to_str().unwrap_or(""),
+        "Request"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_headers_are_removed() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-identity-id", "forged".parse().unwrap());
+        headers.insert("x-identity-type", "user".parse().unwrap());
+        headers.insert("x-workload-id", "w".parse().unwrap());
+        headers.insert("x-organization-id", "o".parse().unwrap());
+        headers.insert("content-type", "application/json".parse().unwrap());
+        remove_identity_headers(&mut headers);
+        assert_eq!(headers.len(), 1);
+        assert!(headers.contains_key("content-type"));
+    }
+
+    #[test]
+    fn api_prefix_is_stripped() {
+        let mut request = Request::builder()
+            .uri("http://h/api/agynio.api.users.v1.UsersGateway/GetMe?encoding=json")
+            .body(())
+            .unwrap();
+        strip_api_prefix(&mut request);
+        assert_eq!(
+            request.uri().path(),
+            "/agynio.api.users.v1.UsersGateway/GetMe"
+        );
+        assert_eq!(request.uri().query(), Some("encoding=json"));
+    }
+
+    #[test]
+    fn forwarded_caller_needs_valid_headers() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(forwarded_caller(&headers), Caller::Component("internal"));
+        headers.insert(
+            "x-identity-id",
+            "0190a2b4-1c2d-7e8f-9a0b-1c2d3e4f5a6b".parse().unwrap(),
+        );
+        headers.insert("x-identity-type", "user".parse().unwrap());
+        let caller = forwarded_caller(&headers);
+        assert_eq!(
+            caller.user_id(),
+            Some("0190a2b4-1c2d-7e8f-9a0b-1c2d3e4f5a6b")
+        );
+    }
+}

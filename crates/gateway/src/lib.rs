@@ -1,0 +1,163 @@
+//! The gateway: everything between a socket and a service.
+//!
+//! [`public_app`] builds the public listener's application: every
+//! `<Service>Gateway` over Connect, gRPC and gRPC-Web at `/` and under
+//! `/api/`, gRPC health and reflection, `GET /healthz`, `GET /readyz` and
+//! CORS. [`internal_app`] builds the internal listener's application with
+//! the internal `<Service>Service`s.
+
+mod auth;
+mod layer;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use agyn_api_identity::agynio::api::identity::v1::IDENTITY_SERVICE_SERVICE_NAME;
+use agyn_api_users::agynio::api::users::v1::{
+    USERS_GATEWAY_SERVICE_NAME, USERS_SERVICE_SERVICE_NAME,
+};
+use agyn_store::Db;
+use agyn_users::Users;
+use agyn_users::identity::IdentityRpc;
+use agyn_users::service::{UsersGatewayRpc, UsersRpc};
+use axum::routing::get;
+use connectrpc::{ConnectRpcService, DeadlinePolicy, Limits, Router};
+use http::{HeaderName, HeaderValue, Method, StatusCode};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+pub use auth::Authenticator;
+pub use layer::{GatewayLayer, Listener};
+
+/// Largest unary request message, after decompression.
+pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
+
+/// Everything the listeners need from the rest of the platform.
+#[derive(Clone)]
+pub struct Platform {
+    pub db: Db,
+    pub users: Users,
+    /// Origins allowed by CORS, e.g. `http://127.0.0.1:8080`.
+    pub cors_origins: Vec<String>,
+}
+
+fn connect_service(router: Router) -> ConnectRpcService {
+    ConnectRpcService::new(router)
+        .with_limits(Limits::default().with_max_message_size(MAX_MESSAGE_BYTES))
+        .with_deadline_policy(DeadlinePolicy::new().with_max(Duration::from_secs(300)))
+}
+
+/// Builds the public listener's application.
+pub fn public_app(platform: &Platform) -> axum::Router {
+    let router = Router::new().add_service(Arc::new(UsersGatewayRpc::new(platform.users.clone())));
+    let implemented: Vec<String> = router.methods().map(str::to_string).collect();
+    let (router, _health) = connectrpc_health::install_static(router, [USERS_GATEWAY_SERVICE_NAME]);
+    let reflector =
+        connectrpc_reflection::Reflector::from_descriptor_set_bytes(agyn_api::DESCRIPTOR_SET)
+            .expect("the embedded descriptor set is valid")
+            .with_services(public_service_names());
+    let router = connectrpc_reflection::install(router, reflector);
+
+    let gateway = GatewayLayer::new(
+        Listener::Public,
+        Authenticator::new(platform.users.clone()),
+        implemented,
+    );
+    let db = platform.db.clone();
+    axum::Router::new()
+        .route("/healthz", get(healthz))
+        .route("/api/healthz", get(healthz))
+        .route("/readyz", get(move || readyz(db.clone())))
+        .fallback_service(gateway.layer(connect_service(router)))
+        .layer(cors(&platform.cors_origins))
+}
+
+/// Builds the internal listener's application.
+///
+/// NOTE: this listener serves plain h2c without authenticating the peer;
+/// bind it to loopback only. Mutual TLS and the per-method caller
+/// allow-list are not built yet.
+pub fn internal_app(platform: &Platform) -> axum::Router {
+    let router = Router::new()
+        .add_service(Arc::new(UsersRpc::new(platform.users.clone())))
+        .add_service(Arc::new(IdentityRpc::new(platform.db.clone())));
+    let implemented: Vec<String> = router.methods().map(str::to_string).collect();
+    let (router, _health) = connectrpc_health::install_static(
+        router,
+        [USERS_SERVICE_SERVICE_NAME, IDENTITY_SERVICE_SERVICE_NAME],
+    );
+    let reflector =
+        connectrpc_reflection::Reflector::from_descriptor_set_bytes(agyn_api::DESCRIPTOR_SET)
+            .expect("the embedded descriptor set is valid");
+    let router = connectrpc_reflection::install(router, reflector);
+    let gateway = GatewayLayer::new(
+        Listener::Internal,
+        Authenticator::new(platform.users.clone()),
+        implemented,
+    );
+    axum::Router::new()
+        .route("/healthz", get(healthz))
+        .fallback_service(gateway.layer(connect_service(router)))
+}
+
+/// Service names listed by reflection on the public listener: the
+/// gateways, health and reflection, never the internal services.
+fn public_service_names() -> Vec<String> {
+    let mut names: Vec<String> = agyn_api::GATEWAY_METHODS
+        .iter()
+        .filter_map(|(path, ..)| path.trim_start_matches('/').split('/').next())
+        .map(str::to_string)
+        .collect();
+    names.sort();
+    names.dedup();
+    names.push("grpc.health.v1.Health".to_string());
+    names.push("grpc.reflection.v1.ServerReflection".to_string());
+    names.push("grpc.reflection.v1alpha.ServerReflection".to_string());
+    names
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(db: Db) -> (StatusCode, &'static str) {
+    match tokio::time::timeout(Duration::from_secs(2), db.ping()).await {
+        Ok(Ok(())) => (StatusCode::OK, "ok\n"),
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "Readiness check failed");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n")
+        }
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "database timed out\n"),
+    }
+}
+
+/// CORS for browser clients: the configured origins, no cookies, and the
+/// Connect and gRPC-Web headers exposed to scripts.
+fn cors(origins: &[String]) -> CorsLayer {
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|origin| HeaderValue::from_str(origin.trim_end_matches('/')).ok())
+        .collect();
+    let header = HeaderName::from_static;
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers([
+            header("authorization"),
+            header("content-type"),
+            header("connect-protocol-version"),
+            header("connect-timeout-ms"),
+            header("grpc-timeout"),
+            header("x-grpc-web"),
+            header("x-user-agent"),
+            header("x-agyn-filename"),
+            header("x-agyn-organization-id"),
+        ])
+        .expose_headers([
+            header("grpc-status"),
+            header("grpc-message"),
+            header("grpc-status-details-bin"),
+            header("connect-content-encoding"),
+            header("x-request-id"),
+        ])
+        .max_age(Duration::from_secs(3600))
+}

@@ -1,0 +1,165 @@
+//! The platform database: one connection pool for SQLite (the default) or
+//! PostgreSQL (scaled-out mode), and the schema migrations for both.
+//!
+//! Queries go through sqlx's `Any` driver with `$N` placeholders, which
+//! both backends accept, so services write each statement once. Times are
+//! stored as microseconds (`BIGINT`), ids as canonical UUID text and flags
+//! as `0`/`1` integers, the types that read back the same on both.
+
+mod migrations;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Executor};
+
+pub use sqlx;
+
+/// How long a query waits for a free connection before the call fails
+/// with `unavailable` (`database busy`).
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Which database engine a [`Db`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Errors from opening the database.
+#[derive(Debug)]
+pub enum OpenError {
+    /// The URL is neither `sqlite:` nor `postgres:`/`postgresql:`.
+    UnsupportedUrl(String),
+    Connect(sqlx::Error),
+    Migrate(sqlx::migrate::MigrateError),
+    Io(std::io::Error),
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::UnsupportedUrl(scheme) => write!(
+                f,
+                "unsupported database url scheme {scheme:?}: use sqlite://<path> or postgres://..."
+            ),
+            Self::Connect(error) => write!(f, "failed to connect to the database: {error}"),
+            Self::Migrate(error) => write!(f, "failed to migrate the database: {error}"),
+            Self::Io(error) => write!(f, "failed to create the database directory: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for OpenError {}
+
+/// A shared pool of database connections.
+#[derive(Debug, Clone)]
+pub struct Db {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Db {
+    /// Opens the database at `url`, creating a SQLite file and its parent
+    /// directory when missing, and applies every pending migration.
+    pub async fn open(url: &str) -> Result<Self, OpenError> {
+        sqlx::any::install_default_drivers();
+        let backend = backend_of(url)?;
+        if backend == Backend::Sqlite {
+            create_sqlite_parent(url).map_err(OpenError::Io)?;
+        }
+        let options = connect_options(url, backend).map_err(OpenError::Connect)?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(match backend {
+                Backend::Sqlite => 8,
+                Backend::Postgres => 16,
+            })
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .after_connect(move |connection, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // WAL lets readers run beside the single writer;
+                        // busy_timeout makes writers queue instead of failing.
+                        connection.execute("PRAGMA journal_mode = WAL").await?;
+                        connection.execute("PRAGMA synchronous = NORMAL").await?;
+                        connection.execute("PRAGMA busy_timeout = 5000").await?;
+                        connection.execute("PRAGMA foreign_keys = ON").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .map_err(OpenError::Connect)?;
+        migrations::run(&pool, backend)
+            .await
+            .map_err(OpenError::Migrate)?;
+        Ok(Self { pool, backend })
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Closes every connection; pending queries finish first.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Checks that the database answers, for readiness probes.
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+    }
+}
+
+/// Returns true when `error` is a violation of a unique or primary key
+/// constraint, on either backend.
+pub fn is_unique_violation(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(database) => database.is_unique_violation(),
+        _ => false,
+    }
+}
+
+fn backend_of(url: &str) -> Result<Backend, OpenError> {
+    let scheme = url.split(':').next().unwrap_or_default();
+    match scheme {
+        "sqlite" => Ok(Backend::Sqlite),
+        "postgres" | "postgresql" => Ok(Backend::Postgres),
+        other => Err(OpenError::UnsupportedUrl(other.to_string())),
+    }
+}
+
+fn connect_options(url: &str, backend: Backend) -> Result<AnyConnectOptions, sqlx::Error> {
+    let url = if backend == Backend::Sqlite && !url.contains('?') {
+        format!("{url}?mode=rwc")
+    } else {
+        url.to_string()
+    };
+    AnyConnectOptions::from_str(&url)
+}
+
+fn create_sqlite_parent(url: &str) -> std::io::Result<()> {
+    let path = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:")
+        .split('?')
+        .next()
+        .unwrap_or_default();
+    if path.is_empty() || path == ":memory:" {
+        return Ok(());
+    }
+    match Path::new(path).parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => std::fs::create_dir_all(parent),
+        _ => Ok(()),
+    }
+}
