@@ -163,3 +163,51 @@ fn create_sqlite_parent(url: &str) -> std::io::Result<()> {
         _ => Ok(()),
     }
 }
+
+/// Fresh databases for tests, one per call, on either backend.
+#[cfg(feature = "testing")]
+pub mod testing {
+    use super::{Backend, Db};
+    use sqlx::Executor;
+    use sqlx::any::AnyPoolOptions;
+
+    /// Server used by PostgreSQL tests unless `AGYN_TEST_POSTGRES_URL`
+    /// names another; the tests create one database per call on it.
+    pub const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+    /// Opens a new, empty, migrated database on `backend`.
+    ///
+    /// SQLite databases are files under the system temp directory.
+    /// PostgreSQL databases are created as `agyn_test_<uuid>` on the
+    /// server at `AGYN_TEST_POSTGRES_URL` and are not dropped, so that a
+    /// failed test can be inspected.
+    pub async fn fresh(backend: Backend) -> Db {
+        let name = format!("agyn_test_{}", uuid::Uuid::new_v4().simple());
+        let url = match backend {
+            Backend::Sqlite => {
+                let path = std::env::temp_dir().join(format!("{name}.db"));
+                format!("sqlite://{}", path.display())
+            }
+            Backend::Postgres => {
+                let server = std::env::var("AGYN_TEST_POSTGRES_URL")
+                    .unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_string());
+                sqlx::any::install_default_drivers();
+                let admin = AnyPoolOptions::new()
+                    .max_connections(1)
+                    .connect(&server)
+                    .await
+                    .unwrap_or_else(|error| {
+                        panic!("PostgreSQL tests need a server at {server}: {error}")
+                    });
+                admin
+                    .execute(format!("CREATE DATABASE {name}").as_str())
+                    .await
+                    .expect("create the test database");
+                admin.close().await;
+                let base = server.rsplit_once('/').map_or(server.as_str(), |(base, _)| base);
+                format!("{base}/{name}")
+            }
+        };
+        Db::open(&url).await.expect("open the test database")
+    }
+}

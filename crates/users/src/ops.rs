@@ -15,7 +15,9 @@ const SEARCH_MAX_LIMIT: i64 = 20;
 const TOKEN_NAME_MAX_CHARS: usize = 100;
 const MAX_BATCH: usize = 500;
 
-/// A new API token: its metadata and the plaintext, returned once.
+/// A new API token: its metadata and the plaintext, returned once. The
+/// plaintext prints as `[redacted]` in `Debug` output.
+#[derive(Debug)]
 pub struct CreatedToken {
     pub token: TokenRecord,
     pub plaintext: Secret<String>,
