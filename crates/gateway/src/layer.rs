@@ -225,9 +225,15 @@ fn forwarded_caller(headers: &HeaderMap) -> Caller {
 }
 
 fn error_response(error: Error, headers: &HeaderMap) -> Response<ConnectRpcBody> {
-    let unauthenticated = error.code() == agyn_core::error::Code::Unauthenticated;
-    let mut response = ConnectError::from(error).into_http_response(headers);
-    if unauthenticated {
+    let code = error.code();
+    let mut connect = ConnectError::from(error);
+    if code == agyn_core::error::Code::Unimplemented {
+        // Unknown and unbuilt methods are "not found" routes for Connect
+        // clients; gRPC callers still get status 12.
+        connect = connect.with_http_status(http::StatusCode::NOT_FOUND);
+    }
+    let mut response = connect.into_http_response(headers);
+    if code == agyn_core::error::Code::Unauthenticated {
         response.headers_mut().insert(
             http::header::WWW_AUTHENTICATE,
             HeaderValue::from_static("Bearer"),

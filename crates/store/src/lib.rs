@@ -204,7 +204,9 @@ pub mod testing {
                     .await
                     .expect("create the test database");
                 admin.close().await;
-                let base = server.rsplit_once('/').map_or(server.as_str(), |(base, _)| base);
+                let base = server
+                    .rsplit_once('/')
+                    .map_or(server.as_str(), |(base, _)| base);
                 format!("{base}/{name}")
             }
         };

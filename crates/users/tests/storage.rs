@@ -86,12 +86,18 @@ async fn new_user(users: &Users, subject: &str, preferred: &str) -> String {
 async fn bootstrap_runs_once(backend: Backend) {
     let users = users_on(backend).await;
     let dir = temp_dir("bootstrap");
-    let Outcome::Created { admin_id, token_prefix, token_file } =
-        users.bootstrap(&dir).await.unwrap()
+    let Outcome::Created {
+        admin_id,
+        token_prefix,
+        token_file,
+    } = users.bootstrap(&dir).await.unwrap()
     else {
         panic!("first bootstrap must create the admin");
     };
-    let token = std::fs::read_to_string(&token_file).unwrap().trim().to_string();
+    let token = std::fs::read_to_string(&token_file)
+        .unwrap()
+        .trim()
+        .to_string();
     assert!(token.starts_with(&token_prefix));
     #[cfg(unix)]
     {
@@ -99,7 +105,10 @@ async fn bootstrap_runs_once(backend: Backend) {
         let mode = std::fs::metadata(&token_file).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
     }
-    let identity = users.authenticate_token(&Secret::new(token.clone())).await.unwrap();
+    let identity = users
+        .authenticate_token(&Secret::new(token.clone()))
+        .await
+        .unwrap();
     assert_eq!(identity.identity_id, admin_id);
     assert_eq!(identity.kind, IdentityKind::User);
     let admin = users.get_me(&user_caller(&admin_id)).await.unwrap();
@@ -116,9 +125,15 @@ async fn bootstrap_runs_once(backend: Backend) {
     let Outcome::Created { token_file, .. } = users.reset_admin_token(&dir).await.unwrap() else {
         panic!("reset must mint a token");
     };
-    let fresh = std::fs::read_to_string(token_file).unwrap().trim().to_string();
+    let fresh = std::fs::read_to_string(token_file)
+        .unwrap()
+        .trim()
+        .to_string();
     assert_ne!(fresh, token);
-    let old = users.authenticate_token(&Secret::new(token)).await.unwrap_err();
+    let old = users
+        .authenticate_token(&Secret::new(token))
+        .await
+        .unwrap_err();
     assert_eq!(old.code(), Code::Unauthenticated);
     users.authenticate_token(&Secret::new(fresh)).await.unwrap();
 }
@@ -129,7 +144,10 @@ async fn token_lifecycle(backend: Backend) {
     let bob = new_user(&users, "sub-bob", "bob").await;
     let caller = user_caller(&alice);
 
-    let created = users.create_api_token(&caller, "  laptop  ", None).await.unwrap();
+    let created = users
+        .create_api_token(&caller, "  laptop  ", None)
+        .await
+        .unwrap();
     assert_eq!(created.token.name, "laptop");
     assert!(tokens::looks_like_api_token(created.plaintext.expose()));
     assert_eq!(created.token.token_prefix, &created.plaintext.expose()[..8]);
@@ -149,7 +167,10 @@ async fn token_lifecycle(backend: Backend) {
     let (listed, next) = users.list_api_tokens(&caller, 0, "").await.unwrap();
     assert_eq!(listed.len(), 1);
     assert!(next.is_empty());
-    let (others, _) = users.list_api_tokens(&user_caller(&bob), 0, "").await.unwrap();
+    let (others, _) = users
+        .list_api_tokens(&user_caller(&bob), 0, "")
+        .await
+        .unwrap();
     assert!(others.is_empty());
 
     let foreign = users
@@ -157,13 +178,25 @@ async fn token_lifecycle(backend: Backend) {
         .await
         .unwrap_err();
     assert_eq!(foreign.code(), Code::NotFound);
-    assert_eq!(foreign.message(), format!("api token {} not found", created.token.id));
+    assert_eq!(
+        foreign.message(),
+        format!("api token {} not found", created.token.id)
+    );
 
-    users.revoke_api_token(&caller, &created.token.id).await.unwrap();
-    let revoked = users.authenticate_token(&created.plaintext).await.unwrap_err();
+    users
+        .revoke_api_token(&caller, &created.token.id)
+        .await
+        .unwrap();
+    let revoked = users
+        .authenticate_token(&created.plaintext)
+        .await
+        .unwrap_err();
     assert_eq!(revoked.code(), Code::Unauthenticated);
     assert_eq!(revoked.message(), "invalid credential");
-    let again = users.revoke_api_token(&caller, &created.token.id).await.unwrap_err();
+    let again = users
+        .revoke_api_token(&caller, &created.token.id)
+        .await
+        .unwrap_err();
     assert_eq!(again.code(), Code::NotFound);
 }
 
@@ -177,23 +210,35 @@ async fn expired_token_is_rejected(backend: Backend) {
         .unwrap();
     users.authenticate_token(&created.plaintext).await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
-    let error = users.authenticate_token(&created.plaintext).await.unwrap_err();
+    let error = users
+        .authenticate_token(&created.plaintext)
+        .await
+        .unwrap_err();
     assert_eq!(error.code(), Code::Unauthenticated);
     assert_eq!(error.message(), "token expired");
     assert_eq!(error.reason(), Some("TOKEN_EXPIRED"));
-    let (listed, _) = users.list_api_tokens(&user_caller(&alice), 0, "").await.unwrap();
+    let (listed, _) = users
+        .list_api_tokens(&user_caller(&alice), 0, "")
+        .await
+        .unwrap();
     assert_eq!(listed.len(), 1, "expired tokens stay listed");
 }
 
 async fn token_use_is_recorded(backend: Backend) {
     let users = users_on(backend).await;
     let alice = new_user(&users, "sub-alice", "alice").await;
-    let created = users.create_api_token(&user_caller(&alice), "ci", None).await.unwrap();
+    let created = users
+        .create_api_token(&user_caller(&alice), "ci", None)
+        .await
+        .unwrap();
     assert_eq!(created.token.last_used_at, None);
     users.authenticate_token(&created.plaintext).await.unwrap();
     let mut recorded = None;
     for _ in 0..50 {
-        let (listed, _) = users.list_api_tokens(&user_caller(&alice), 0, "").await.unwrap();
+        let (listed, _) = users
+            .list_api_tokens(&user_caller(&alice), 0, "")
+            .await
+            .unwrap();
         recorded = listed[0].last_used_at;
         if recorded.is_some() {
             break;
@@ -207,7 +252,10 @@ async fn token_input_is_validated(backend: Backend) {
     let users = users_on(backend).await;
     let alice = new_user(&users, "sub-alice", "alice").await;
     let caller = user_caller(&alice);
-    let empty = users.create_api_token(&caller, "   ", None).await.unwrap_err();
+    let empty = users
+        .create_api_token(&caller, "   ", None)
+        .await
+        .unwrap_err();
     assert_eq!(empty.code(), Code::InvalidArgument);
     assert_eq!(empty.message(), "name: must not be empty");
     let long = users
@@ -220,7 +268,10 @@ async fn token_input_is_validated(backend: Backend) {
         .await
         .unwrap_err();
     assert_eq!(past.message(), "expires_at: must be in the future");
-    let bad_id = users.revoke_api_token(&caller, "not-a-uuid").await.unwrap_err();
+    let bad_id = users
+        .revoke_api_token(&caller, "not-a-uuid")
+        .await
+        .unwrap_err();
     assert_eq!(bad_id.message(), "id: must be a UUID");
     let negative = users.list_api_tokens(&caller, -1, "").await.unwrap_err();
     assert_eq!(negative.message(), "page_size: must not be negative");
@@ -279,14 +330,21 @@ async fn token_pages_are_stable(backend: Backend) {
         // New tokens arrive between pages: some share the walked timestamp,
         // some are newer. Neither may appear in or shift later pages.
         insert_tokens_at(users.db(), &alice, 3, same_time + 1).await;
-        users.create_api_token(&caller, "during walk", None).await.unwrap();
+        users
+            .create_api_token(&caller, "during walk", None)
+            .await
+            .unwrap();
         if next.is_empty() {
             break;
         }
         token = next;
     }
     let originals_seen: Vec<&String> = seen.iter().filter(|id| originals.contains(*id)).collect();
-    assert_eq!(originals_seen.len(), 250, "every original token exactly once");
+    assert_eq!(
+        originals_seen.len(),
+        250,
+        "every original token exactly once"
+    );
     let unique: HashSet<&String> = seen.iter().collect();
     assert_eq!(unique.len(), seen.len(), "no token listed twice");
     assert!(originals.iter().all(|id| unique.contains(id)));
@@ -298,9 +356,15 @@ async fn page_token_is_bound_to_caller(backend: Backend) {
     let alice = new_user(&users, "sub-alice", "alice").await;
     let bob = new_user(&users, "sub-bob", "bob").await;
     insert_tokens_at(users.db(), &alice, 5, agyn_core::time::now_micros()).await;
-    let (_, next) = users.list_api_tokens(&user_caller(&alice), 2, "").await.unwrap();
+    let (_, next) = users
+        .list_api_tokens(&user_caller(&alice), 2, "")
+        .await
+        .unwrap();
     assert!(!next.is_empty());
-    let error = users.list_api_tokens(&user_caller(&bob), 2, &next).await.unwrap_err();
+    let error = users
+        .list_api_tokens(&user_caller(&bob), 2, &next)
+        .await
+        .unwrap_err();
     assert_eq!(error.code(), Code::InvalidArgument);
     assert_eq!(error.reason(), Some("PAGE_TOKEN_INVALID"));
     let garbage = users
@@ -405,14 +469,19 @@ async fn get_user_redacts_for_others(backend: Backend) {
     let (_, full) = users.get_user(&user_caller(&bob), &alice).await.unwrap();
     assert!(full, "a cluster admin gets the full view");
     let missing = agyn_core::id::new_id();
-    let error = users.get_user(&user_caller(&bob), &missing).await.unwrap_err();
+    let error = users
+        .get_user(&user_caller(&bob), &missing)
+        .await
+        .unwrap_err();
     assert_eq!(error.message(), format!("user {missing} not found"));
 }
 
 async fn identity_registry_round_trips(backend: Backend) {
     let users = users_on(backend).await;
     let alice = new_user(&users, "sub-alice", "alice").await;
-    let kind = agyn_users::identity::kind_of(users.db(), &alice).await.unwrap();
+    let kind = agyn_users::identity::kind_of(users.db(), &alice)
+        .await
+        .unwrap();
     assert_eq!(kind, Some(IdentityKind::User));
     let unknown = agyn_users::identity::kind_of(users.db(), &agyn_core::id::new_id())
         .await

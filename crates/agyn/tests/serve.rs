@@ -1,0 +1,306 @@
+//! Black-box tests of `agyn serve`: the real binary on loopback, called
+//! with the generated Rust clients over every protocol and with raw HTTP.
+
+mod support;
+
+use agyn_api_agents::agynio::api::agents::v1::{AgentsGatewayClient, GetAgentRequest};
+use agyn_api_users::agynio::api::users::v1::{
+    ClusterRole, CreateAPITokenRequest, GetMeRequest, ListAPITokensRequest, RevokeAPITokenRequest,
+    UsersServiceClient,
+};
+use connectrpc::client::{CallOptions, ClientConfig, HttpClient};
+use connectrpc::{ErrorCode, Protocol};
+use support::{Server, http_get, http_request};
+
+fn bearer(token: &str) -> CallOptions {
+    CallOptions::default().with_header("authorization", format!("Bearer {token}"))
+}
+
+#[tokio::test]
+async fn get_me_over_every_protocol() {
+    let server = Server::start();
+    for base in [server.base_url(), format!("{}/api", server.base_url())] {
+        for (label, client) in server.clients(&base) {
+            let response = client
+                .get_me_with_options(GetMeRequest::default(), bearer(&server.admin_token))
+                .await
+                .unwrap_or_else(|error| panic!("{label} at {base}: {error:?}"))
+                .into_owned();
+            let user = response.user.as_option().expect("user is set");
+            assert_eq!(user.username, "admin", "{label} at {base}");
+            assert_eq!(user.oidc_subject, "agyn:bootstrap-admin", "{label}");
+            assert_eq!(
+                response.cluster_role.as_known(),
+                Some(ClusterRole::CLUSTER_ROLE_ADMIN),
+                "{label}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn bad_tokens_are_unauthenticated() {
+    let server = Server::start();
+    let admin = &server.clients(&server.base_url())[0].1;
+    let created = admin
+        .create_api_token_with_options(
+            CreateAPITokenRequest {
+                name: "to revoke".into(),
+                ..Default::default()
+            },
+            bearer(&server.admin_token),
+        )
+        .await
+        .unwrap()
+        .into_owned();
+    let token = created.token.as_option().unwrap().clone();
+    let plaintext = created.plaintext_token.clone();
+    admin
+        .revoke_api_token_with_options(
+            RevokeAPITokenRequest {
+                id: token.id.clone(),
+                ..Default::default()
+            },
+            bearer(&plaintext),
+        )
+        .await
+        .unwrap();
+
+    let cases = [
+        ("missing", CallOptions::default(), "missing credential"),
+        (
+            "malformed",
+            CallOptions::default().with_header("authorization", "Bearer"),
+            "malformed authorization header",
+        ),
+        (
+            "wrong scheme",
+            CallOptions::default().with_header("authorization", "Basic YTpi"),
+            "unsupported authorization scheme: use Bearer",
+        ),
+        (
+            "unknown",
+            bearer(&format!("agyn_{}", "x".repeat(44))),
+            "invalid credential",
+        ),
+        ("revoked", bearer(&plaintext), "invalid credential"),
+        ("not a token", bearer("hello"), "invalid credential"),
+        (
+            "service token",
+            bearer("agynsvc_abc"),
+            "service tokens are accepted only by enrollment",
+        ),
+    ];
+    for (label, client) in server.clients(&server.base_url()) {
+        for (case, options, message) in &cases {
+            let error = client
+                .get_me_with_options(GetMeRequest::default(), options.clone())
+                .await
+                .expect_err(case);
+            assert_eq!(error.code, ErrorCode::Unauthenticated, "{label}: {case}");
+            assert_eq!(error.message.as_deref(), Some(*message), "{label}: {case}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn token_lists_page_over_the_wire() {
+    let server = Server::start();
+    let client = &server.clients(&server.base_url())[2].1;
+    for index in 0..5 {
+        client
+            .create_api_token_with_options(
+                CreateAPITokenRequest {
+                    name: format!("t{index}"),
+                    ..Default::default()
+                },
+                bearer(&server.admin_token),
+            )
+            .await
+            .unwrap();
+    }
+    let mut names = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = client
+            .list_api_tokens_with_options(
+                ListAPITokensRequest {
+                    page_size: 2,
+                    page_token: page_token.clone(),
+                    ..Default::default()
+                },
+                bearer(&server.admin_token),
+            )
+            .await
+            .unwrap()
+            .into_owned();
+        names.extend(page.tokens.iter().map(|token| token.name.clone()));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    assert_eq!(names, ["t4", "t3", "t2", "t1", "t0", "bootstrap"]);
+}
+
+#[tokio::test]
+async fn unbuilt_and_internal_methods() {
+    let server = Server::start();
+    let uri: http::Uri = server.base_url().parse().unwrap();
+    let agents = AgentsGatewayClient::new(
+        HttpClient::plaintext_http2_only(),
+        ClientConfig::new(uri.clone()).with_protocol(Protocol::Grpc),
+    );
+    let error = agents
+        .get_agent_with_options(GetAgentRequest::default(), bearer(&server.admin_token))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code, ErrorCode::Unimplemented);
+    assert_eq!(
+        error.message.as_deref(),
+        Some("agynio.api.agents.v1.AgentsGateway/GetAgent is not implemented yet")
+    );
+
+    // Internal services are not routed on the public listener.
+    let public_internal = UsersServiceClient::new(HttpClient::plaintext(), ClientConfig::new(uri));
+    let error = public_internal
+        .get_me_with_options(GetMeRequest::default(), bearer(&server.admin_token))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code, ErrorCode::Unimplemented);
+
+    // The internal listener serves them, with the caller forwarded.
+    let me = UsersServiceClient::new(
+        HttpClient::plaintext_http2_only(),
+        ClientConfig::new(
+            format!("http://127.0.0.1:{}", server.internal_port)
+                .parse()
+                .unwrap(),
+        )
+        .with_protocol(Protocol::Grpc),
+    );
+    let admin_id = std::fs::read_to_string(server.data_dir.join("server.log"))
+        .unwrap()
+        .lines()
+        .find_map(|line| line.split("admin_id=").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(str::to_string)
+        .expect("bootstrap logs the admin id");
+    let response = me
+        .get_me_with_options(
+            GetMeRequest::default(),
+            CallOptions::default()
+                .with_header("x-identity-id", admin_id.as_str())
+                .with_header("x-identity-type", "user"),
+        )
+        .await
+        .unwrap()
+        .into_owned();
+    assert_eq!(response.user.as_option().unwrap().username, "admin");
+}
+
+#[tokio::test]
+async fn forged_identity_headers_are_ignored() {
+    let server = Server::start();
+    let client = &server.clients(&server.base_url())[0].1;
+    let error = client
+        .get_me_with_options(
+            GetMeRequest::default(),
+            CallOptions::default()
+                .with_header("x-identity-id", "0190a2b4-1c2d-7e8f-9a0b-1c2d3e4f5a6b")
+                .with_header("x-identity-type", "user"),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(error.code, ErrorCode::Unauthenticated);
+}
+
+#[tokio::test]
+async fn http_routes_and_cors() {
+    let server = Server::start();
+    assert!(http_get(server.port, "/healthz").starts_with("HTTP/1.1 200"));
+    assert!(http_get(server.port, "/readyz").starts_with("HTTP/1.1 200"));
+
+    let get_me = format!(
+        "GET /api/agynio.api.users.v1.UsersGateway/GetMe?encoding=json&message=%7B%7D HTTP/1.1\r\n\
+         Host: 127.0.0.1\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+        server.admin_token
+    );
+    let response = http_request(server.port, &get_me);
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("\"username\":\"admin\""), "{response}");
+    assert!(
+        response.contains("\"email\":\"\""),
+        "defaults are written: {response}"
+    );
+
+    let unknown = http_request(
+        server.port,
+        "POST /nope.v1.Nope/Nope HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         Content-Length: 2\r\nConnection: close\r\n\r\n{}",
+    );
+    assert!(unknown.starts_with("HTTP/1.1 404"), "{unknown}");
+    assert!(unknown.contains("unimplemented"), "{unknown}");
+
+    let preflight = |origin: &str| {
+        http_request(
+            server.port,
+            &format!(
+                "OPTIONS /agynio.api.users.v1.UsersGateway/GetMe HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+                 Origin: {origin}\r\nAccess-Control-Request-Method: POST\r\n\
+                 Access-Control-Request-Headers: authorization,content-type,connect-protocol-version\r\n\
+                 Connection: close\r\n\r\n"
+            ),
+        )
+        .to_lowercase()
+    };
+    let allowed = preflight("http://127.0.0.1:8080");
+    assert!(
+        allowed.contains("access-control-allow-origin: http://127.0.0.1:8080"),
+        "{allowed}"
+    );
+    assert!(allowed.contains("connect-protocol-version"), "{allowed}");
+    let denied = preflight("http://evil.example");
+    assert!(!denied.contains("access-control-allow-origin"), "{denied}");
+}
+
+#[tokio::test]
+async fn logs_never_contain_tokens() {
+    let mut server = Server::start();
+    let client = &server.clients(&server.base_url())[0].1;
+    let created = client
+        .create_api_token_with_options(
+            CreateAPITokenRequest {
+                name: "canary".into(),
+                ..Default::default()
+            },
+            bearer(&server.admin_token),
+        )
+        .await
+        .unwrap()
+        .into_owned();
+    let canary = format!("agyn_{}", "C4nary".repeat(8).get(..44).unwrap());
+    for token in [&created.plaintext_token, &canary, &server.admin_token] {
+        let _ = client
+            .get_me_with_options(GetMeRequest::default(), bearer(token))
+            .await;
+    }
+    assert_eq!(server.stop(), Some(0), "graceful shutdown exits 0");
+    let log = server.log();
+    assert!(log.contains("Stopped"), "shutdown is logged:\n{log}");
+    assert!(log.contains("DEBUG"), "verbose logging was on:\n{log}");
+    for secret in [&created.plaintext_token, &canary, &server.admin_token] {
+        assert!(
+            !log.contains(secret.as_str()),
+            "a token leaked into the log"
+        );
+        assert!(
+            !log.contains(&secret[5..]),
+            "a token's secret part leaked into the log"
+        );
+    }
+    assert!(
+        !log.to_lowercase().contains("bearer agyn"),
+        "an authorization header leaked"
+    );
+}

@@ -1,0 +1,194 @@
+//! Starts the real `agyn` binary on loopback ports for black-box tests.
+
+#![allow(dead_code)]
+
+use std::io::Read as _;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use agyn_api_users::agynio::api::users::v1::UsersGatewayClient;
+use connectrpc::Protocol;
+use connectrpc::client::{ClientConfig, HttpClient};
+
+/// A running `agyn serve` with its own data directory and ports.
+pub struct Server {
+    child: Option<Child>,
+    pub data_dir: PathBuf,
+    pub port: u16,
+    pub internal_port: u16,
+    pub admin_token: String,
+    log_path: PathBuf,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Server {
+    /// Starts the server with `--log-level trace` and waits until it
+    /// answers `/healthz`.
+    pub fn start() -> Self {
+        let data_dir = std::env::temp_dir().join(format!("agyn-serve-{}", unique_suffix()));
+        std::fs::create_dir_all(&data_dir).unwrap();
+        let port = free_port();
+        let internal_port = free_port();
+        let log_path = data_dir.join("server.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_agyn"))
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--internal-listen")
+            .arg(format!("127.0.0.1:{internal_port}"))
+            .arg("--log-level")
+            .arg("trace")
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start agyn serve");
+        let mut server = Self {
+            child: Some(child),
+            data_dir,
+            port,
+            internal_port,
+            admin_token: String::new(),
+            log_path,
+        };
+        server.wait_ready();
+        server
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let token =
+                std::fs::read_to_string(self.data_dir.join("admin-token")).unwrap_or_default();
+            if !token.is_empty() && http_get(self.port, "/healthz").starts_with("HTTP/1.1 200") {
+                self.admin_token = token.trim().to_string();
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("agyn serve exited with {status}:\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "agyn serve did not start:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Everything the server has written to stdout and stderr so far.
+    pub fn log(&self) -> String {
+        let mut text = String::new();
+        std::fs::File::open(&self.log_path)
+            .and_then(|mut file| file.read_to_string(&mut text))
+            .unwrap();
+        text
+    }
+
+    /// Sends SIGTERM and waits for the process; returns its exit code.
+    pub fn stop(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("agyn serve ignored SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// One UsersGateway client per protocol and codec: Connect JSON over
+    /// HTTP/1.1, Connect binary over h2c, gRPC and gRPC-Web.
+    pub fn clients(&self, base: &str) -> Vec<(&'static str, UsersGatewayClient<HttpClient>)> {
+        let uri: http::Uri = base.parse().unwrap();
+        let config = |protocol| ClientConfig::new(uri.clone()).with_protocol(protocol);
+        vec![
+            (
+                "connect+json",
+                UsersGatewayClient::new(HttpClient::plaintext(), config(Protocol::Connect).json()),
+            ),
+            (
+                "connect+proto/h2",
+                UsersGatewayClient::new(
+                    HttpClient::plaintext_http2_only(),
+                    config(Protocol::Connect).proto(),
+                ),
+            ),
+            (
+                "grpc",
+                UsersGatewayClient::new(HttpClient::plaintext_http2_only(), config(Protocol::Grpc)),
+            ),
+            (
+                "grpc-web",
+                UsersGatewayClient::new(HttpClient::plaintext(), config(Protocol::GrpcWeb)),
+            ),
+        ]
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn unique_suffix() -> String {
+    format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
+}
+
+/// Sends a raw HTTP/1.1 request and returns the whole response text.
+pub fn http_request(port: u16, request: &str) -> String {
+    use std::io::Write as _;
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    if stream.write_all(request.as_bytes()).is_err() {
+        return String::new();
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
+}
+
+pub fn http_get(port: u16, path: &str) -> String {
+    http_request(
+        port,
+        &format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"),
+    )
+}
