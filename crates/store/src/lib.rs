@@ -33,6 +33,8 @@ pub enum Backend {
 pub enum OpenError {
     /// The URL is neither `sqlite:` nor `postgres:`/`postgresql:`.
     UnsupportedUrl(String),
+    /// Another process holds the SQLite database.
+    InUse(std::path::PathBuf),
     Connect(sqlx::Error),
     Migrate(sqlx::migrate::MigrateError),
     Io(std::io::Error),
@@ -47,7 +49,12 @@ impl std::fmt::Display for OpenError {
             ),
             Self::Connect(error) => write!(f, "failed to connect to the database: {error}"),
             Self::Migrate(error) => write!(f, "failed to migrate the database: {error}"),
-            Self::Io(error) => write!(f, "failed to create the database directory: {error}"),
+            Self::InUse(path) => write!(
+                f,
+                "database {} is in use by another agyn process; stop it or choose another --data-dir",
+                path.display()
+            ),
+            Self::Io(error) => write!(f, "failed to prepare the database file: {error}"),
         }
     }
 }
@@ -59,6 +66,10 @@ impl std::error::Error for OpenError {}
 pub struct Db {
     pool: AnyPool,
     backend: Backend,
+    /// For SQLite, the exclusive lock on `<database>.lock` that keeps a
+    /// second process off the same file; released when the last clone
+    /// drops.
+    _lock: Option<std::sync::Arc<std::fs::File>>,
 }
 
 impl Db {
@@ -67,9 +78,10 @@ impl Db {
     pub async fn open(url: &str) -> Result<Self, OpenError> {
         sqlx::any::install_default_drivers();
         let backend = backend_of(url)?;
-        if backend == Backend::Sqlite {
-            create_sqlite_parent(url).map_err(OpenError::Io)?;
-        }
+        let lock = match backend {
+            Backend::Sqlite => lock_sqlite(url)?,
+            Backend::Postgres => None,
+        };
         let options = connect_options(url, backend).map_err(OpenError::Connect)?;
         let pool = AnyPoolOptions::new()
             .max_connections(match backend {
@@ -96,7 +108,19 @@ impl Db {
         migrations::run(&pool, backend)
             .await
             .map_err(OpenError::Migrate)?;
-        Ok(Self { pool, backend })
+        Ok(Self {
+            pool,
+            backend,
+            _lock: lock,
+        })
+    }
+
+    /// Returns true when this process is the only one using the database,
+    /// so in-process caches of its rows stay coherent. Holds for SQLite,
+    /// whose file is locked by [`Db::open`]; never for PostgreSQL, which
+    /// several replicas share.
+    pub fn is_exclusive(&self) -> bool {
+        self._lock.is_some()
     }
 
     pub fn pool(&self) -> &AnyPool {
@@ -148,19 +172,37 @@ fn connect_options(url: &str, backend: Backend) -> Result<AnyConnectOptions, sql
     AnyConnectOptions::from_str(&url)
 }
 
-fn create_sqlite_parent(url: &str) -> std::io::Result<()> {
+/// Creates the SQLite file's directory and takes an exclusive lock on
+/// `<file>.lock`. In-memory databases need neither.
+fn lock_sqlite(url: &str) -> Result<Option<std::sync::Arc<std::fs::File>>, OpenError> {
     let path = url
         .trim_start_matches("sqlite://")
         .trim_start_matches("sqlite:")
         .split('?')
         .next()
         .unwrap_or_default();
-    if path.is_empty() || path == ":memory:" {
-        return Ok(());
+    if path.is_empty() || path.starts_with(":memory:") {
+        return Ok(None);
     }
-    match Path::new(path).parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => std::fs::create_dir_all(parent),
-        _ => Ok(()),
+    let path = Path::new(path);
+    if let Some(parent) = path
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(parent).map_err(OpenError::Io)?;
+    }
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(OpenError::Io)?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(std::sync::Arc::new(file))),
+        Err(std::fs::TryLockError::WouldBlock) => Err(OpenError::InUse(path.to_path_buf())),
+        Err(std::fs::TryLockError::Error(error)) => Err(OpenError::Io(error)),
     }
 }
 
@@ -211,5 +253,34 @@ pub mod testing {
             }
         };
         Db::open(&url).await.expect("open the test database")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn second_open_of_sqlite_file_is_rejected() {
+        let path = std::env::temp_dir().join(format!("agyn-lock-{}.db", std::process::id()));
+        let url = format!("sqlite://{}", path.display());
+        let first = Db::open(&url).await.unwrap();
+        assert!(first.is_exclusive());
+        let error = Db::open(&url).await.unwrap_err();
+        assert!(matches!(error, OpenError::InUse(_)), "{error}");
+        assert!(error.to_string().contains("in use by another agyn process"));
+        first.close().await;
+        drop(first);
+        let again = Db::open(&url).await.unwrap();
+        again.close().await;
+    }
+
+    #[tokio::test]
+    async fn unsupported_scheme_is_rejected() {
+        let error = Db::open("mysql://localhost/x").await.unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "unsupported database url scheme \"mysql\": use sqlite://<path> or postgres://..."
+        );
     }
 }

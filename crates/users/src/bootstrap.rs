@@ -97,6 +97,9 @@ impl Users {
             ops::insert_token(&mut tx, &admin_id, BOOTSTRAP_TOKEN_NAME, None, now_micros()).await?;
         let token_file = write_token_file(data_dir, &created.plaintext)?;
         tx.commit().await?;
+        if let Some(cache) = &self.cache {
+            cache.forget_tokens_of(&admin_id);
+        }
         Ok(Outcome::Created {
             admin_id,
             token_prefix: created.token.token_prefix,

@@ -8,6 +8,7 @@
 #![allow(refining_impl_trait_internal, refining_impl_trait_reachable)]
 
 pub mod bootstrap;
+mod cache;
 pub mod identity;
 mod ops;
 mod rate_limit;
@@ -43,13 +44,19 @@ pub struct TokenIdentity {
 pub struct Users {
     db: Db,
     search_limiter: Arc<rate_limit::RateLimiter>,
+    /// Present only when this process is the database's sole user.
+    cache: Option<Arc<cache::AuthCache>>,
 }
 
 impl Users {
     pub fn new(db: Db) -> Self {
+        let cache = db
+            .is_exclusive()
+            .then(|| Arc::new(cache::AuthCache::default()));
         Self {
             db,
             search_limiter: Arc::new(rate_limit::RateLimiter::per_minute(30)),
+            cache,
         }
     }
 
@@ -59,36 +66,59 @@ impl Users {
 
     /// Resolves a bearer API token to its identity.
     ///
-    /// Every call reads the database, so revocation and expiry take effect
-    /// on the next request on every replica. `last_used_at` is refreshed in
-    /// the background at most once per minute per token.
+    /// Revocation and expiry take effect on the next request: with
+    /// PostgreSQL every call reads the database, and with SQLite the
+    /// write-through cache is updated by the revoking call itself.
+    /// `last_used_at` is refreshed in the background at most once per
+    /// minute per token.
     pub async fn authenticate_token(&self, token: &Secret<String>) -> Result<TokenIdentity> {
         let hash = tokens::hash(token.expose());
+        let now = agyn_core::time::now_micros();
+        if let Some(cached) = self.cache.as_ref().and_then(|cache| cache.token(&hash)) {
+            if cached.expires_at.is_some_and(|expires| expires <= now) {
+                return Err(expired());
+            }
+            if cached.claim_touch(now, tokens::LAST_USED_RESOLUTION_MICROS) {
+                self.touch_later(cached.token_id.clone(), now);
+            }
+            return Ok(TokenIdentity {
+                identity_id: cached.identity_id.clone(),
+                kind: cached.kind,
+                token_id: cached.token_id.clone(),
+            });
+        }
         let record = store::token_by_hash(&self.db, &hash)
             .await?
             .ok_or_else(|| Error::unauthenticated("invalid credential"))?;
-        let now = agyn_core::time::now_micros();
         if record
             .token
             .expires_at
             .is_some_and(|expires| expires <= now)
         {
-            return Err(Error::unauthenticated("token expired").with_reason("TOKEN_EXPIRED"));
+            return Err(expired());
         }
         let kind = IdentityKind::parse(&record.identity_type)
             .ok_or_else(|| Error::unauthenticated("invalid credential"))?;
-        let stale = record
-            .token
-            .last_used_at
-            .is_none_or(|used| now - used >= tokens::LAST_USED_RESOLUTION_MICROS);
+        let last_used = record.token.last_used_at.unwrap_or(i64::MIN / 2);
+        let stale = now - last_used >= tokens::LAST_USED_RESOLUTION_MICROS;
         if stale {
-            let db = self.db.clone();
-            let token_id = record.token.id.clone();
-            tokio::spawn(async move {
-                if let Err(error) = store::touch_token(&db, &token_id, now).await {
-                    tracing::debug!(%error, %token_id, "Failed to record token use");
-                }
-            });
+            self.touch_later(record.token.id.clone(), now);
+        }
+        if let Some(cache) = &self.cache {
+            cache.insert_token(
+                hash,
+                cache::CachedToken {
+                    token_id: record.token.id.clone(),
+                    identity_id: record.token.identity_id.clone(),
+                    kind,
+                    expires_at: record.token.expires_at,
+                    last_touch: std::sync::atomic::AtomicI64::new(if stale {
+                        now
+                    } else {
+                        last_used
+                    }),
+                },
+            );
         }
         Ok(TokenIdentity {
             identity_id: record.token.identity_id,
@@ -96,4 +126,19 @@ impl Users {
             token_id: record.token.id,
         })
     }
+
+    /// Writes `last_used_at` in the background; failures are logged and
+    /// otherwise ignored.
+    fn touch_later(&self, token_id: String, now: i64) {
+        let db = self.db.clone();
+        tokio::spawn(async move {
+            if let Err(error) = store::touch_token(&db, &token_id, now).await {
+                tracing::debug!(%error, %token_id, "Failed to record token use");
+            }
+        });
+    }
+}
+
+fn expired() -> Error {
+    Error::unauthenticated("token expired").with_reason("TOKEN_EXPIRED")
 }

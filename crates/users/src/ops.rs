@@ -30,9 +30,16 @@ impl Users {
         let user_id = caller
             .user_id()
             .ok_or_else(|| Error::new(agyn_core::error::Code::NotFound, "caller is not a user"))?;
-        store::user_by_id(&self.db, user_id)
+        if let Some(user) = self.cache.as_ref().and_then(|cache| cache.user(user_id)) {
+            return Ok(user);
+        }
+        let user = store::user_by_id(&self.db, user_id)
             .await?
-            .ok_or_else(|| Error::not_found("user", user_id))
+            .ok_or_else(|| Error::not_found("user", user_id))?;
+        if let Some(cache) = &self.cache {
+            cache.insert_user(user.clone());
+        }
+        Ok(user)
     }
 
     /// GetUser: any authenticated caller. Returns the user and whether the
@@ -144,6 +151,9 @@ impl Users {
         if !store::delete_token(&self.db, caller_id, &id).await? {
             return Err(Error::not_found("api token", &id));
         }
+        if let Some(cache) = &self.cache {
+            cache.forget_token(&id);
+        }
         tracing::info!(token_id = %id, identity_id = %caller_id, "API token revoked");
         Ok(())
     }
@@ -194,7 +204,11 @@ impl Users {
             return Err(Error::not_found("user", &id));
         }
         let mut connection = self.db.pool().acquire().await?;
-        store::set_cluster_admin(&mut connection, &id, admin, source, now_micros()).await
+        store::set_cluster_admin(&mut connection, &id, admin, source, now_micros()).await?;
+        if let Some(cache) = &self.cache {
+            cache.forget_user(&id);
+        }
+        Ok(())
     }
 
     /// ResolveOrCreateUser (internal): the user with `oidc_subject`,

@@ -1,0 +1,99 @@
+//! Write-through cache of API tokens and users for the authentication hot
+//! path.
+//!
+//! It is enabled only when this process is the database's sole user
+//! (SQLite, whose file [`agyn_store::Db`] locks). Every write to
+//! `api_tokens`, `users` and cluster-admin tuples goes through [`crate::Users`],
+//! which updates or drops the cached entry in the same call, so a revoked
+//! token fails on the very next request. Expiry is checked on every hit.
+//! With PostgreSQL, which several replicas share, the cache is off and
+//! every request reads the database.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use agyn_core::IdentityKind;
+
+use crate::store::UserRecord;
+
+/// Entries kept before the maps are cleared; refilled on demand.
+const MAX_ENTRIES: usize = 100_000;
+
+pub struct CachedToken {
+    pub token_id: String,
+    pub identity_id: String,
+    pub kind: IdentityKind,
+    pub expires_at: Option<i64>,
+    /// Last `last_used_at` written or scheduled, in microseconds.
+    pub last_touch: AtomicI64,
+}
+
+#[derive(Default)]
+pub struct AuthCache {
+    tokens: RwLock<HashMap<String, std::sync::Arc<CachedToken>>>,
+    users: RwLock<HashMap<String, UserRecord>>,
+}
+
+impl AuthCache {
+    pub fn token(&self, hash: &str) -> Option<std::sync::Arc<CachedToken>> {
+        self.tokens
+            .read()
+            .expect("token cache lock")
+            .get(hash)
+            .cloned()
+    }
+
+    pub fn insert_token(&self, hash: String, token: CachedToken) {
+        let mut tokens = self.tokens.write().expect("token cache lock");
+        if tokens.len() >= MAX_ENTRIES {
+            tokens.clear();
+        }
+        tokens.insert(hash, std::sync::Arc::new(token));
+    }
+
+    /// Drops the token with id `token_id`.
+    pub fn forget_token(&self, token_id: &str) {
+        self.tokens
+            .write()
+            .expect("token cache lock")
+            .retain(|_, token| token.token_id != token_id);
+    }
+
+    /// Drops every token of `identity_id`.
+    pub fn forget_tokens_of(&self, identity_id: &str) {
+        self.tokens
+            .write()
+            .expect("token cache lock")
+            .retain(|_, token| token.identity_id != identity_id);
+    }
+
+    pub fn user(&self, id: &str) -> Option<UserRecord> {
+        self.users.read().expect("user cache lock").get(id).cloned()
+    }
+
+    pub fn insert_user(&self, user: UserRecord) {
+        let mut users = self.users.write().expect("user cache lock");
+        if users.len() >= MAX_ENTRIES {
+            users.clear();
+        }
+        users.insert(user.id.clone(), user);
+    }
+
+    pub fn forget_user(&self, id: &str) {
+        self.users.write().expect("user cache lock").remove(id);
+    }
+}
+
+impl CachedToken {
+    /// Returns true when `last_used_at` should be written now, and records
+    /// that it was scheduled so concurrent requests do not write it again.
+    pub fn claim_touch(&self, now: i64, resolution: i64) -> bool {
+        let last = self.last_touch.load(Ordering::Relaxed);
+        now - last >= resolution
+            && self
+                .last_touch
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+}

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: contract lint and client generation, Rust
+# formatting and lints, unit and storage tests on SQLite and PostgreSQL,
+# black-box tests of `agyn serve`, buf curl and the TypeScript client.
+#
+# It installs what the tests need (npm packages, cargo-nextest is not
+# required) and starts PostgreSQL on 127.0.0.1:5432 if it is down.
+# Set AGYN_TEST_POSTGRES_URL to use another PostgreSQL server.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+export AGYN_TEST_POSTGRES_URL="${AGYN_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+step "PostgreSQL"
+if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+    if command -v pg_ctlcluster >/dev/null; then
+        pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n 1)" main start
+    fi
+    for _ in $(seq 1 30); do
+        pg_isready -q -h 127.0.0.1 -p 5432 && break
+        sleep 1
+    done
+fi
+pg_isready -h 127.0.0.1 -p 5432
+
+step "npm packages"
+npm ci --no-audit --no-fund --loglevel=error
+
+step "buf lint"
+npx buf lint
+
+step "buf generate (TypeScript, local plugin) and type check"
+rm -rf gen/ts
+npm run --silent generate
+npm run --silent typecheck
+
+step "cargo fmt and clippy"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test (SQLite and PostgreSQL)"
+cargo test --workspace --locked
+
+step "buf curl against agyn serve"
+cargo build --locked -p agyn
+AGYN_BIN=target/debug/agyn bash tests/e2e/buf-curl.sh
+
+step "TypeScript Connect client against agyn serve"
+npm run --silent test:ts
+
+step "all tests passed"
