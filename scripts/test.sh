@@ -3,8 +3,8 @@
 # formatting and lints, unit and storage tests on SQLite and PostgreSQL,
 # black-box tests of `agyn serve`, buf curl and the TypeScript client.
 #
-# It installs what the tests need (npm packages, cargo-nextest is not
-# required) and starts PostgreSQL on 127.0.0.1:5432 if it is down.
+# It installs the npm packages the tests need and starts PostgreSQL on
+# 127.0.0.1:5432 if it is down.
 # Set AGYN_TEST_POSTGRES_URL to use another PostgreSQL server.
 set -euo pipefail
 

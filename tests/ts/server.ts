@@ -79,7 +79,9 @@ export async function startServer(): Promise<AgynServer> {
       child.kill("SIGTERM");
       const stopped = await Promise.race([
         exited.then(() => true),
-        sleep(stopTimeoutMs).then(() => false),
+        // An unreferenced timer does not keep the test process alive once
+        // the server has exited.
+        sleep(stopTimeoutMs, undefined, { ref: false }).then(() => false),
       ]);
       if (!stopped) {
         child.kill("SIGKILL");
@@ -101,7 +103,7 @@ export async function startServer(): Promise<AgynServer> {
       );
     }
     // The server writes admin-token before it opens the public listener, so
-    // reading the file only after a connection succeeds sees it complete.
+    // the file is complete once a connection succeeds.
     if (await acceptsConnections(port)) {
       const adminToken = await readAdminToken(tokenPath);
       if (adminToken !== undefined) {

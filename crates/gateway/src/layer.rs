@@ -90,7 +90,8 @@ where
     S: tower::Service<Request<B>, Response = Response<ConnectRpcBody>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
-    B: Send + 'static,
+    B: http_body::Body + Send + Unpin + 'static,
+    B::Data: Send,
 {
     type Response = Response<ConnectRpcBody>;
     type Error = S::Error;
@@ -114,6 +115,10 @@ where
                 Ok(caller) => caller,
                 Err(error) => {
                     let mut response = error_response(error, request.headers());
+                    // Read the body the client is still sending, so that an
+                    // HTTP/1.1 connection stays usable for its next request
+                    // instead of being reset under the client's write.
+                    drain(request.into_body()).await;
                     finish(&mut response, &request_id, &path, None, started);
                     return Ok(response);
                 }
@@ -158,6 +163,30 @@ impl Shared {
         Ok(Some(caller))
     }
 }
+
+/// Reads and discards up to [`crate::MAX_MESSAGE_BYTES`] of a rejected
+/// request's body, waiting at most [`DRAIN_TIMEOUT`].
+async fn drain<B>(mut body: B)
+where
+    B: http_body::Body + Unpin,
+{
+    use http_body_util::BodyExt as _;
+    let read = async {
+        let mut total = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Some(data) = frame.data_ref() {
+                total += bytes::Buf::remaining(data);
+                if total > crate::MAX_MESSAGE_BYTES {
+                    break;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, read).await;
+}
+
+/// How long a rejected request's body may take to arrive.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn request_id(headers: &HeaderMap) -> HeaderValue {
     headers
