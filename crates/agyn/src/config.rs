@@ -23,7 +23,7 @@ pub struct ServeArgs {
     /// Internal listener address; an empty value disables it [default: 127.0.0.1:8081].
     #[arg(long, env = "AGYN_INTERNAL_LISTEN")]
     pub internal_listen: Option<String>,
-    /// External base URL, used for the default CORS origin [default: http://127.0.0.1:8080].
+    /// External base URL, used for the default CORS origin [default: http://<listen>].
     #[arg(long, env = "AGYN_PUBLIC_URL")]
     pub public_url: Option<String>,
     /// Comma-separated origins allowed by CORS [default: the origin of --public-url].
@@ -112,7 +112,12 @@ impl Config {
         let public_url = args
             .public_url
             .or(file.public_url)
-            .unwrap_or_else(|| "http://127.0.0.1:8080".to_string());
+            .unwrap_or_else(|| format!("http://{listen}"));
+        if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {
+            return Err(format!(
+                "invalid public_url {public_url:?}: expected http://host[:port] or https://host[:port]"
+            ));
+        }
         let cors_allowed_origins = args
             .cors_allowed_origins
             .or(file.cors.and_then(|cors| cors.allowed_origins))
@@ -122,6 +127,7 @@ impl Config {
             .log_level
             .or(log.level)
             .unwrap_or_else(|| "info".to_string());
+        validate_log_level(&log_level)?;
         let log_format = match args.log_format.or(log.format).as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
@@ -140,6 +146,20 @@ impl Config {
             reset_admin_token: args.reset_admin_token,
         })
     }
+}
+
+/// Accepts a level (`trace` ... `error`, `off`) or a `tracing` filter with
+/// targets such as `info,agyn=debug`. A bare word that is not a level is
+/// rejected: the filter would read it as a target and log nothing else.
+fn validate_log_level(value: &str) -> Result<(), String> {
+    const LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error", "off"];
+    let is_filter = value.contains('=') || value.contains(',');
+    if is_filter || LEVELS.contains(&value.to_ascii_lowercase().as_str()) {
+        return Ok(());
+    }
+    Err(format!(
+        "invalid log level {value:?}: use trace, debug, info, warn, error, off or a filter such as info,agyn=debug"
+    ))
 }
 
 fn default_data_dir() -> Result<PathBuf, String> {
@@ -165,7 +185,7 @@ fn read_file_config(data_dir: &Path) -> Result<FileConfig, String> {
 
 fn parse_address(key: &str, value: &str) -> Result<SocketAddr, String> {
     value.parse().map_err(|_| {
-        format!("invalid {key} address {value:?}: expected host:port such as 127.0.0.1:8080")
+        format!("invalid {key} address {value:?}: expected an IP address and port such as 127.0.0.1:8080")
     })
 }
 
@@ -255,5 +275,34 @@ mod tests {
         args.listen = Some("nope".into());
         let error = Config::resolve(args).unwrap_err();
         assert!(error.contains("invalid listen address \"nope\""), "{error}");
+
+        let mut args = args_in(&dir);
+        args.log_level = Some("inf".into());
+        let error = Config::resolve(args).unwrap_err();
+        assert!(error.starts_with("invalid log level \"inf\""), "{error}");
+
+        let mut args = args_in(&dir);
+        args.public_url = Some("nope".into());
+        let error = Config::resolve(args).unwrap_err();
+        assert!(error.starts_with("invalid public_url \"nope\""), "{error}");
+    }
+
+    #[test]
+    fn log_filters_with_targets_are_accepted() {
+        assert!(validate_log_level("info,agyn=debug").is_ok());
+        assert!(validate_log_level("WARN").is_ok());
+        assert!(validate_log_level("sqlx=warn").is_ok());
+    }
+
+    #[test]
+    fn public_url_follows_listen() {
+        let dir = std::env::temp_dir().join("agyn-config-listen");
+        let mut args = args_in(&dir);
+        args.listen = Some("127.0.0.1:9300".into());
+        let config = Config::resolve(args).unwrap();
+        assert_eq!(
+            config.cors_allowed_origins,
+            vec!["http://127.0.0.1:9300".to_string()]
+        );
     }
 }

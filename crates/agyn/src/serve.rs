@@ -1,5 +1,8 @@
-//! `agyn serve`: open the database, bootstrap, and run the listeners until
-//! SIGINT or SIGTERM.
+//! `agyn serve`: bind the listeners, open the database, bootstrap, and
+//! serve until SIGINT or SIGTERM.
+
+use std::path::Path;
+use std::time::Duration;
 
 use agyn_gateway::Platform;
 use agyn_store::Db;
@@ -10,17 +13,37 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 
+/// How long open connections may take to finish after the first signal.
+/// A second signal, or the end of this period, stops the process at once.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
 pub async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     tracing::info!(
         data_dir = %config.data_dir.display(),
-        backend = if config.database_url.starts_with("sqlite") { "sqlite" } else { "postgres" },
+        backend = backend_name(&config.database_url),
         "Starting agyn"
     );
+    // Bind first, so that a busy port fails before anything is written.
+    let public = bind("public", config.listen).await?;
+    let internal = match config.internal_listen {
+        Some(address) => Some((bind("internal", address).await?, address)),
+        None => None,
+    };
+
+    prepare_data_dir(&config.data_dir)?;
     let db = Db::open(&config.database_url).await?;
     let users = Users::new(db.clone());
-    report_bootstrap(users.bootstrap(&config.data_dir).await?);
+    let bootstrap = users
+        .bootstrap(&config.data_dir)
+        .await
+        .map_err(|error| format!("bootstrap failed: {error:?}"))?;
+    report_bootstrap(bootstrap, &config.data_dir);
     if config.reset_admin_token {
-        report_bootstrap(users.reset_admin_token(&config.data_dir).await?);
+        let reset = users
+            .reset_admin_token(&config.data_dir)
+            .await
+            .map_err(|error| format!("failed to reset the admin token: {error:?}"))?;
+        report_bootstrap(reset, &config.data_dir);
     }
 
     let platform = Platform {
@@ -29,42 +52,86 @@ pub async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         cors_origins: config.cors_allowed_origins.clone(),
     };
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-
-    let public = TcpListener::bind(config.listen).await.map_err(|error| {
-        format!(
-            "failed to bind the public listener on {}: {error}",
-            config.listen
-        )
-    })?;
-    tracing::info!(address = %config.listen, "Public listener started");
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(serve(
         public,
         agyn_gateway::public_app(&platform),
         shutdown_rx.clone(),
     ));
-
-    if let Some(address) = config.internal_listen {
-        let internal = TcpListener::bind(address).await.map_err(|error| {
-            format!("failed to bind the internal listener on {address}: {error}")
-        })?;
-        tracing::info!(%address, "Internal listener started");
+    tracing::info!(address = %config.listen, "Public listener started");
+    if let Some((listener, address)) = internal {
         tasks.spawn(serve(
-            internal,
+            listener,
             agyn_gateway::internal_app(&platform),
             shutdown_rx,
         ));
+        tracing::info!(%address, "Internal listener started");
     }
 
     let signal = shutdown_signal().await;
-    tracing::info!(signal, "Shutting down");
+    tracing::info!(signal, grace_s = SHUTDOWN_GRACE.as_secs(), "Shutting down");
     let _ = shutdown_tx.send(true);
-    while let Some(result) = tasks.join_next().await {
-        result??;
+    let drained = async {
+        while let Some(result) = tasks.join_next().await {
+            result??;
+        }
+        Ok::<(), Box<dyn std::error::Error>>(())
+    };
+    tokio::select! {
+        result = drained => result?,
+        _ = tokio::time::sleep(SHUTDOWN_GRACE) => {
+            tracing::warn!("Connections still open after the grace period; closing them");
+        }
+        signal = shutdown_signal() => {
+            tracing::warn!(signal, "Second signal; closing open connections");
+        }
     }
     db.close().await;
     tracing::info!("Stopped");
     Ok(())
+}
+
+fn backend_name(url: &str) -> &'static str {
+    if url.starts_with("sqlite:") {
+        "sqlite"
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        "postgres"
+    } else {
+        "unknown"
+    }
+}
+
+async fn bind(
+    name: &str,
+    address: std::net::SocketAddr,
+) -> Result<TcpListener, Box<dyn std::error::Error>> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|error| format!("failed to bind the {name} listener on {address}: {error}").into())
+}
+
+/// Creates the data directory readable by its owner only. An existing
+/// directory keeps its permissions.
+fn prepare_data_dir(dir: &Path) -> Result<(), String> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if dir.exists() {
+        return Err(format!(
+            "data directory {} is not a directory",
+            dir.display()
+        ));
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        builder.mode(0o700);
+    }
+    builder
+        .create(dir)
+        .map_err(|error| format!("failed to create data directory {}: {error}", dir.display()))
 }
 
 async fn serve(
@@ -79,7 +146,7 @@ async fn serve(
         .await
 }
 
-fn report_bootstrap(outcome: Outcome) {
+fn report_bootstrap(outcome: Outcome, data_dir: &Path) {
     match outcome {
         Outcome::Created {
             admin_id,
@@ -92,7 +159,16 @@ fn report_bootstrap(outcome: Outcome) {
             "Bootstrap admin token written; the file holds the only copy"
         ),
         Outcome::AlreadyDone { admin_id } => {
-            tracing::debug!(%admin_id, "Cluster already bootstrapped");
+            let token_file = data_dir.join("admin-token");
+            if token_file.exists() {
+                tracing::debug!(%admin_id, "Cluster already bootstrapped");
+            } else {
+                tracing::warn!(
+                    %admin_id,
+                    token_file = %token_file.display(),
+                    "Admin token file is missing; run `agyn serve --reset-admin-token` to mint a new one"
+                );
+            }
         }
     }
 }

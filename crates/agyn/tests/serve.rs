@@ -254,9 +254,11 @@ async fn http_routes_and_cors() {
         )
         .to_lowercase()
     };
-    let allowed = preflight("http://127.0.0.1:8080");
+    // With no --public-url the allowed origin is the listener's own.
+    let own_origin = server.base_url();
+    let allowed = preflight(&own_origin);
     assert!(
-        allowed.contains("access-control-allow-origin: http://127.0.0.1:8080"),
+        allowed.contains(&format!("access-control-allow-origin: {own_origin}")),
         "{allowed}"
     );
     assert!(allowed.contains("connect-protocol-version"), "{allowed}");
@@ -303,4 +305,29 @@ async fn logs_never_contain_tokens() {
         !log.to_lowercase().contains("bearer agyn"),
         "an authorization header leaked"
     );
+}
+
+#[tokio::test]
+async fn second_signal_stops_stalled_shutdown() {
+    use std::io::Write as _;
+    let mut server = Server::start();
+    // A client that sent only part of its request keeps its connection
+    // open, so graceful shutdown cannot finish on its own.
+    let mut stalled = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    stalled
+        .write_all(b"POST /agynio.api.users.v1.UsersGateway/GetMe HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    server.signal("TERM");
+    assert_eq!(
+        server.wait_exit(std::time::Duration::from_millis(500)),
+        None,
+        "the first signal waits for open connections"
+    );
+    server.signal("TERM");
+    let exit = server.wait_exit(std::time::Duration::from_secs(3));
+    assert_eq!(exit, Some(Some(0)), "the second signal stops the server");
+    let log = server.log();
+    assert!(log.contains("Second signal"), "{log}");
+    drop(stalled);
 }

@@ -171,6 +171,16 @@ impl From<sqlx::Error> for Error {
     fn from(error: sqlx::Error) -> Self {
         match error {
             sqlx::Error::PoolTimedOut => Self::unavailable("database busy"),
+            // SQLITE_BUSY, SQLITE_LOCKED and their extended codes: the
+            // database stayed locked past busy_timeout.
+            sqlx::Error::Database(database)
+                if matches!(
+                    database.code().as_deref(),
+                    Some("5" | "6" | "261" | "262" | "517")
+                ) =>
+            {
+                Self::unavailable("database busy")
+            }
             other => Self::internal("database query failed", other),
         }
     }

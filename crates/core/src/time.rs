@@ -22,6 +22,29 @@ pub fn timestamp(micros: i64) -> Timestamp {
     }
 }
 
+/// Earliest and latest seconds a `google.protobuf.Timestamp` may hold:
+/// 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z.
+const MIN_SECONDS: i64 = -62_135_596_800;
+const MAX_SECONDS: i64 = 253_402_300_799;
+
+/// Validates a request timestamp and converts it into microseconds,
+/// truncating nanoseconds. `field` names the field in the error.
+pub fn checked_micros(field: &str, timestamp: &Timestamp) -> Result<i64, crate::Error> {
+    if !(MIN_SECONDS..=MAX_SECONDS).contains(&timestamp.seconds) {
+        return Err(crate::Error::invalid_field(
+            field,
+            "must be between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z",
+        ));
+    }
+    if !(0..1_000_000_000).contains(&timestamp.nanos) {
+        return Err(crate::Error::invalid_field(
+            field,
+            "nanos must be in [0, 999999999]",
+        ));
+    }
+    Ok(micros(timestamp))
+}
+
 /// Converts a protobuf timestamp into microseconds, truncating nanoseconds.
 pub fn micros(timestamp: &Timestamp) -> i64 {
     timestamp
@@ -39,6 +62,35 @@ mod tests {
         for value in [0, 1, 1_733_000_000_123_456, -1] {
             assert_eq!(micros(&timestamp(value)), value);
         }
+    }
+
+    #[test]
+    fn checked_micros_rejects_out_of_range() {
+        let far = Timestamp {
+            seconds: 1 << 62,
+            ..Default::default()
+        };
+        let error = checked_micros("expires_at", &far).unwrap_err();
+        assert!(error.message().starts_with("expires_at: must be between"));
+        let negative_nanos = Timestamp {
+            seconds: 10,
+            nanos: -1,
+            ..Default::default()
+        };
+        let error = checked_micros("expires_at", &negative_nanos).unwrap_err();
+        assert_eq!(
+            error.message(),
+            "expires_at: nanos must be in [0, 999999999]"
+        );
+        let last = Timestamp {
+            seconds: MAX_SECONDS,
+            nanos: 999_999_999,
+            ..Default::default()
+        };
+        assert_eq!(
+            checked_micros("x", &last).unwrap(),
+            MAX_SECONDS * 1_000_000 + 999_999
+        );
     }
 
     #[test]

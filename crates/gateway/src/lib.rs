@@ -49,7 +49,11 @@ fn connect_service(router: Router) -> ConnectRpcService {
 /// Builds the public listener's application.
 pub fn public_app(platform: &Platform) -> axum::Router {
     let router = Router::new().add_service(Arc::new(UsersGatewayRpc::new(platform.users.clone())));
-    let implemented: Vec<String> = router.methods().map(str::to_string).collect();
+    let implemented: Vec<String> = router
+        .methods()
+        .map(|path| format!("/{}", path.trim_start_matches('/')))
+        .filter(|path| !agyn_users::service::NOT_BUILT.contains(&path.as_str()))
+        .collect();
     let (router, _health) = connectrpc_health::install_static(router, [USERS_GATEWAY_SERVICE_NAME]);
     let reflector =
         connectrpc_reflection::Reflector::from_descriptor_set_bytes(agyn_api::DESCRIPTOR_SET)
@@ -151,6 +155,7 @@ fn cors(origins: &[String]) -> CorsLayer {
             header("x-user-agent"),
             header("x-agyn-filename"),
             header("x-agyn-organization-id"),
+            header("x-request-id"),
         ])
         .expose_headers([
             header("grpc-status"),

@@ -13,7 +13,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, Executor};
+use sqlx::{AnyPool, Connection as _, Executor};
 
 pub use sqlx;
 
@@ -102,9 +102,21 @@ impl Db {
                     Ok(())
                 })
             })
-            .connect_with(options)
-            .await
-            .map_err(OpenError::Connect)?;
+            .connect_with(options.clone())
+            .await;
+        let pool = match pool {
+            Ok(pool) => pool,
+            // The pool reports only that it timed out; one direct attempt
+            // surfaces the cause, such as a refused connection.
+            Err(sqlx::Error::PoolTimedOut) => {
+                let cause = match sqlx::AnyConnection::connect_with(&options).await {
+                    Ok(_) => sqlx::Error::PoolTimedOut,
+                    Err(error) => error,
+                };
+                return Err(OpenError::Connect(cause));
+            }
+            Err(error) => return Err(OpenError::Connect(error)),
+        };
         migrations::run(&pool, backend)
             .await
             .map_err(OpenError::Migrate)?;
@@ -129,6 +141,19 @@ impl Db {
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// Starts a transaction that will write.
+    ///
+    /// On SQLite it takes the write lock up front (`BEGIN IMMEDIATE`), so
+    /// concurrent writers queue on `busy_timeout`. A deferred transaction
+    /// that reads first would fail with `SQLITE_BUSY_SNAPSHOT` when another
+    /// writer commits between its read and its write.
+    pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
     }
 
     /// Closes every connection; pending queries finish first.

@@ -40,7 +40,7 @@ impl Users {
         }
         let now = now_micros();
         let admin_id = agyn_core::id::new_id();
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin_write().await?;
         let claimed = sqlx::query(
             "INSERT INTO bootstrap_state (id, admin_id, created_at) VALUES (1, $1, $2) \
              ON CONFLICT DO NOTHING",
@@ -91,7 +91,7 @@ impl Users {
             .bootstrapped_admin()
             .await?
             .ok_or_else(|| Error::failed_precondition("the cluster has not been bootstrapped"))?;
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin_write().await?;
         store::delete_tokens_named(&mut tx, &admin_id, BOOTSTRAP_TOKEN_NAME).await?;
         let created =
             ops::insert_token(&mut tx, &admin_id, BOOTSTRAP_TOKEN_NAME, None, now_micros()).await?;
@@ -118,11 +118,20 @@ impl Users {
 /// Writes the token to `<data_dir>/admin-token` with mode 0600 through a
 /// temporary file and a rename, so readers never see a partial token.
 fn write_token_file(data_dir: &Path, token: &Secret<String>) -> Result<PathBuf> {
-    let io_error =
-        |error: std::io::Error| Error::internal("failed to write the admin token file", error);
-    std::fs::create_dir_all(data_dir).map_err(io_error)?;
     let path = data_dir.join("admin-token");
     let temporary = data_dir.join(".admin-token.tmp");
+    let written =
+        write_private(&temporary, token).and_then(|()| std::fs::rename(&temporary, &path));
+    if let Err(error) = written {
+        let _ = std::fs::remove_file(&temporary);
+        let message = format!("failed to write {}: {error}", path.display());
+        return Err(Error::internal(message, error));
+    }
+    Ok(path)
+}
+
+/// Writes the token and a newline to a new file with mode 0600.
+fn write_private(path: &Path, token: &Secret<String>) -> std::io::Result<()> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
@@ -130,11 +139,8 @@ fn write_token_file(data_dir: &Path, token: &Secret<String>) -> Result<PathBuf> 
         use std::os::unix::fs::OpenOptionsExt as _;
         options.mode(0o600);
     }
-    let mut file = options.open(&temporary).map_err(io_error)?;
-    file.write_all(token.expose().as_bytes())
-        .map_err(io_error)?;
-    file.write_all(b"\n").map_err(io_error)?;
-    file.sync_all().map_err(io_error)?;
-    std::fs::rename(&temporary, &path).map_err(io_error)?;
-    Ok(path)
+    let mut file = options.open(path)?;
+    file.write_all(token.expose().as_bytes())?;
+    file.write_all(b"\n")?;
+    file.sync_all()
 }

@@ -115,11 +115,17 @@ impl Users {
                 "must be at most 100 characters",
             ));
         }
+        if name.chars().any(char::is_control) {
+            return Err(Error::invalid_field(
+                "name",
+                "must not contain control characters",
+            ));
+        }
         let now = now_micros();
         if expires_at.is_some_and(|expires| expires <= now) {
             return Err(Error::invalid_field("expires_at", "must be in the future"));
         }
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin_write().await?;
         if store::count_tokens(&mut tx, user_id).await? >= MAX_TOKENS_PER_USER {
             return Err(Error::failed_precondition("token limit reached"));
         }
@@ -232,7 +238,7 @@ impl Users {
             &profile.name,
             &profile.oidc_subject,
         );
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin_write().await?;
         let mut chosen = None;
         for candidate in username::candidates(&base) {
             if !store::username_taken(&mut tx, &candidate).await? {

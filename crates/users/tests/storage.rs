@@ -44,6 +44,8 @@ on_both_backends!(
     search_orders_exact_match_first,
     get_user_redacts_for_others,
     identity_registry_round_trips,
+    concurrent_writes_all_succeed,
+    control_characters_are_rejected,
 );
 
 async fn users_on(backend: Backend) -> Users {
@@ -492,4 +494,61 @@ async fn identity_registry_round_trips(backend: Backend) {
         .await
         .unwrap_err();
     assert_eq!(duplicate.code(), Code::AlreadyExists);
+}
+
+async fn concurrent_writes_all_succeed(backend: Backend) {
+    let users = users_on(backend).await;
+    let alice = new_user(&users, "sub-alice", "alice").await;
+    let first = users
+        .create_api_token(&user_caller(&alice), "first", None)
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..10)
+        .map(|index| {
+            let users = users.clone();
+            let caller = user_caller(&alice);
+            let plaintext = first.plaintext.clone();
+            tokio::spawn(async move {
+                // Each use of a fresh token schedules a last_used_at write
+                // that commits between the other transactions' statements.
+                users.authenticate_token(&plaintext).await?;
+                let created = users
+                    .create_api_token(&caller, &format!("t{index}"), None)
+                    .await?;
+                users.authenticate_token(&created.plaintext).await?;
+                users
+                    .resolve_or_create_user(&ResolveOrCreateUserRequest {
+                        oidc_subject: format!("sub-{index}"),
+                        preferred_username: format!("user{index}"),
+                        ..Default::default()
+                    })
+                    .await
+                    .map(|_| ())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    let (listed, _) = users
+        .list_api_tokens(&user_caller(&alice), 0, "")
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 11);
+}
+
+async fn control_characters_are_rejected(backend: Backend) {
+    let users = users_on(backend).await;
+    let alice = new_user(&users, "sub-alice", "alice").await;
+    for name in ["a\u{0}b", "bell\u{7}", "esc\u{1b}[31m"] {
+        let error = users
+            .create_api_token(&user_caller(&alice), name, None)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            error.message(),
+            "name: must not contain control characters",
+            "{name:?}"
+        );
+    }
 }
