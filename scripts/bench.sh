@@ -4,7 +4,7 @@
 # binary and gRPC. Prints requests/s, p50 and p99 latency per run, the
 # GetMe/health throughput ratio, and the server's peak RSS (VmHWM).
 #
-# Usage: bash scripts/bench.sh [seconds per run, default 10]
+# Usage: bash scripts/bench.sh [seconds per run, default 10] [rounds, default 3]
 # Needs oha (https://github.com/hatoo/oha); installs oha 1.16.0 into
 # .bench/ with cargo when it is not on PATH. The method is described in
 # docs/benchmarks.md.
@@ -12,6 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 duration="${1:-10}"
+rounds="${2:-3}"
 port=18080
 work=$(mktemp -d)
 trap 'kill "$server" 2>/dev/null || true; rm -rf "$work"' EXIT
@@ -23,7 +24,8 @@ if [ -z "$oha" ]; then
 fi
 
 cargo build --release --locked -p agyn
-taskset -c 0 target/release/agyn serve --data-dir "$work/data" \
+binary="${CARGO_TARGET_DIR:-target}/release/agyn"
+taskset -c 0 "$binary" serve --data-dir "$work/data" \
     --listen "127.0.0.1:$port" --internal-listen "" --log-level warn &
 server=$!
 for _ in $(seq 1 100); do
@@ -64,17 +66,28 @@ print(f"{sys.argv[2]:<28} {summary['requestsPerSec']:>10.0f} rps  "
 PY
 }
 
-for protocol in connect-json connect-proto grpc; do
-    run "health-$protocol" "$health" no "$protocol"
-    run "getme-$protocol" "$getme" yes "$protocol"
+# A short warm-up fills the token and user caches and the allocator.
+run warmup "$getme" yes connect-proto > /dev/null
+
+# The two targets alternate, round after round, so that drift in the
+# machine's speed affects both alike; the ratio uses the mean of the rounds.
+for round in $(seq 1 "$rounds"); do
+    for protocol in connect-json connect-proto grpc; do
+        run "health-$protocol-$round" "$health" no "$protocol"
+        run "getme-$protocol-$round" "$getme" yes "$protocol"
+    done
 done
 
-python3 - "$work" <<'PY'
+python3 - "$work" "$rounds" <<'PY'
 import json, sys
-work = sys.argv[1]
+work, rounds = sys.argv[1], int(sys.argv[2])
+def mean_rps(target, protocol):
+    values = [json.load(open(f"{work}/{target}-{protocol}-{r}.json"))["summary"]["requestsPerSec"]
+              for r in range(1, rounds + 1)]
+    return sum(values) / len(values)
 for protocol in ["connect-json", "connect-proto", "grpc"]:
-    health = json.load(open(f"{work}/health-{protocol}.json"))["summary"]["requestsPerSec"]
-    getme = json.load(open(f"{work}/getme-{protocol}.json"))["summary"]["requestsPerSec"]
-    print(f"GetMe / health, {protocol:<13} {getme / health * 100:5.1f} %")
+    health = mean_rps("health", protocol)
+    getme = mean_rps("getme", protocol)
+    print(f"GetMe / health, {protocol:<13} {getme:8.0f} / {health:8.0f} rps = {getme / health * 100:5.1f} %")
 PY
 grep VmHWM "/proc/$server/status"

@@ -20,7 +20,7 @@ impl Authenticator {
     /// held in a [`Secret`] and never logged.
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, Error> {
         let token = bearer_token(headers)?;
-        let value = token.expose();
+        let value = *token.expose();
         if value.starts_with(SERVICE_TOKEN_PREFIX) || value.starts_with(ENROLLMENT_TOKEN_PREFIX) {
             return Err(Error::unauthenticated(
                 "service tokens are accepted only by enrollment",
@@ -41,7 +41,7 @@ impl Authenticator {
     }
 }
 
-fn bearer_token(headers: &HeaderMap) -> Result<Secret<String>, Error> {
+fn bearer_token(headers: &HeaderMap) -> Result<Secret<&str>, Error> {
     let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
     let Some(value) = values.next() else {
         return Err(Error::unauthenticated("missing credential"));
@@ -64,7 +64,7 @@ fn bearer_token(headers: &HeaderMap) -> Result<Secret<String>, Error> {
     if token.is_empty() {
         return Err(Error::unauthenticated("malformed authorization header"));
     }
-    Ok(Secret::new(token.to_string()))
+    Ok(Secret::new(token))
 }
 
 #[cfg(test)]
@@ -79,10 +79,10 @@ mod tests {
 
     #[test]
     fn bearer_token_parses() {
-        let token = bearer_token(&headers("Bearer abc")).unwrap();
-        assert_eq!(token.expose(), "abc");
-        let token = bearer_token(&headers("bearer  abc ")).unwrap();
-        assert_eq!(token.expose(), "abc");
+        let first = headers("Bearer abc");
+        assert_eq!(*bearer_token(&first).unwrap().expose(), "abc");
+        let second = headers("bearer  abc ");
+        assert_eq!(*bearer_token(&second).unwrap().expose(), "abc");
     }
 
     #[test]

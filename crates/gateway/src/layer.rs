@@ -123,11 +123,12 @@ where
                     return Ok(response);
                 }
             };
-            if let Some(caller) = &caller {
-                request.extensions_mut().insert(caller.clone());
+            let logged = caller.as_ref().map(LoggedCaller::of);
+            if let Some(caller) = caller {
+                request.extensions_mut().insert(caller);
             }
             let mut response = inner.call(request).await?;
-            finish(&mut response, &request_id, &path, caller.as_ref(), started);
+            finish(&mut response, &request_id, &path, logged.as_ref(), started);
             Ok(response)
         })
     }
@@ -271,13 +272,36 @@ fn error_response(error: Error, headers: &HeaderMap) -> Response<ConnectRpcBody>
     response
 }
 
+/// The caller fields a request's log line names.
+struct LoggedCaller {
+    id: String,
+    kind: &'static str,
+}
+
+impl LoggedCaller {
+    fn of(caller: &Caller) -> Self {
+        match caller {
+            Caller::Identity {
+                identity_id, kind, ..
+            } => Self {
+                id: identity_id.clone(),
+                kind: kind.as_str(),
+            },
+            Caller::Component(name) => Self {
+                id: (*name).to_string(),
+                kind: "component",
+            },
+        }
+    }
+}
+
 /// Echoes the request id and writes the request's log line. Only the
 /// method, caller, status and timing are logged, never headers or bodies.
 fn finish(
     response: &mut Response<ConnectRpcBody>,
     request_id: &HeaderValue,
     path: &str,
-    caller: Option<&Caller>,
+    caller: Option<&LoggedCaller>,
     started: Instant,
 ) {
     response
@@ -288,13 +312,8 @@ fn finish(
         .get("grpc-status")
         .and_then(|value| value.to_str().ok())
         .unwrap_or("");
-    let (caller_id, caller_type) = match caller {
-        Some(Caller::Identity {
-            identity_id, kind, ..
-        }) => (identity_id.as_str(), kind.as_str()),
-        Some(Caller::Component(name)) => (*name, "component"),
-        None => ("", ""),
-    };
+    let (caller_id, caller_type) =
+        caller.map_or(("", ""), |caller| (caller.id.as_str(), caller.kind));
     tracing::info!(
         method = path,
         caller_id,

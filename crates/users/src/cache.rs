@@ -15,7 +15,28 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use agyn_core::IdentityKind;
 
+use agyn_api_users::agynio::api::users::v1::GetMeResponse;
+
+use crate::encoded::Encoded;
 use crate::store::UserRecord;
+
+/// A cached user with its GetMe response, encoded on first use.
+pub struct CachedUser {
+    pub record: UserRecord,
+    pub me: std::sync::OnceLock<std::sync::Arc<Encoded<GetMeResponse>>>,
+}
+
+impl CachedUser {
+    pub fn new(record: UserRecord) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Self {
+            record,
+            me: std::sync::OnceLock::new(),
+        })
+    }
+}
+
+/// Key of the token map: the SHA-256 digest of the token.
+pub type TokenDigest = [u8; 32];
 
 /// Entries kept before the maps are cleared; refilled on demand.
 const MAX_ENTRIES: usize = 100_000;
@@ -31,25 +52,25 @@ pub struct CachedToken {
 
 #[derive(Default)]
 pub struct AuthCache {
-    tokens: RwLock<HashMap<String, std::sync::Arc<CachedToken>>>,
-    users: RwLock<HashMap<String, UserRecord>>,
+    tokens: RwLock<HashMap<TokenDigest, std::sync::Arc<CachedToken>>>,
+    users: RwLock<HashMap<String, std::sync::Arc<CachedUser>>>,
 }
 
 impl AuthCache {
-    pub fn token(&self, hash: &str) -> Option<std::sync::Arc<CachedToken>> {
+    pub fn token(&self, digest: &TokenDigest) -> Option<std::sync::Arc<CachedToken>> {
         self.tokens
             .read()
             .expect("token cache lock")
-            .get(hash)
+            .get(digest)
             .cloned()
     }
 
-    pub fn insert_token(&self, hash: String, token: CachedToken) {
+    pub fn insert_token(&self, digest: TokenDigest, token: CachedToken) {
         let mut tokens = self.tokens.write().expect("token cache lock");
         if tokens.len() >= MAX_ENTRIES {
             tokens.clear();
         }
-        tokens.insert(hash, std::sync::Arc::new(token));
+        tokens.insert(digest, std::sync::Arc::new(token));
     }
 
     /// Drops the token with id `token_id`.
@@ -68,16 +89,16 @@ impl AuthCache {
             .retain(|_, token| token.identity_id != identity_id);
     }
 
-    pub fn user(&self, id: &str) -> Option<UserRecord> {
+    pub fn user(&self, id: &str) -> Option<std::sync::Arc<CachedUser>> {
         self.users.read().expect("user cache lock").get(id).cloned()
     }
 
-    pub fn insert_user(&self, user: UserRecord) {
+    pub fn insert_user(&self, user: std::sync::Arc<CachedUser>) {
         let mut users = self.users.write().expect("user cache lock");
         if users.len() >= MAX_ENTRIES {
             users.clear();
         }
-        users.insert(user.id.clone(), user);
+        users.insert(user.record.id.clone(), user);
     }
 
     pub fn forget_user(&self, id: &str) {

@@ -9,6 +9,7 @@
 
 pub mod bootstrap;
 mod cache;
+pub mod encoded;
 pub mod identity;
 mod ops;
 mod rate_limit;
@@ -22,6 +23,7 @@ use std::sync::Arc;
 use agyn_core::{Error, IdentityKind, Result, Secret};
 use agyn_store::Db;
 
+pub use cache::CachedUser;
 pub use ops::CreatedToken;
 pub use store::{TokenRecord, UserRecord};
 
@@ -71,10 +73,13 @@ impl Users {
     /// write-through cache is updated by the revoking call itself.
     /// `last_used_at` is refreshed in the background at most once per
     /// minute per token.
-    pub async fn authenticate_token(&self, token: &Secret<String>) -> Result<TokenIdentity> {
-        let hash = tokens::hash(token.expose());
+    pub async fn authenticate_token<T: AsRef<str>>(
+        &self,
+        token: &Secret<T>,
+    ) -> Result<TokenIdentity> {
+        let digest = tokens::digest(token.expose().as_ref());
         let now = agyn_core::time::now_micros();
-        if let Some(cached) = self.cache.as_ref().and_then(|cache| cache.token(&hash)) {
+        if let Some(cached) = self.cache.as_ref().and_then(|cache| cache.token(&digest)) {
             if cached.expires_at.is_some_and(|expires| expires <= now) {
                 return Err(expired());
             }
@@ -87,7 +92,7 @@ impl Users {
                 token_id: cached.token_id.clone(),
             });
         }
-        let record = store::token_by_hash(&self.db, &hash)
+        let record = store::token_by_hash(&self.db, &tokens::hex(&digest))
             .await?
             .ok_or_else(|| Error::unauthenticated("invalid credential"))?;
         if record
@@ -106,7 +111,7 @@ impl Users {
         }
         if let Some(cache) = &self.cache {
             cache.insert_token(
-                hash,
+                digest,
                 cache::CachedToken {
                     token_id: record.token.id.clone(),
                     identity_id: record.token.identity_id.clone(),

@@ -8,6 +8,9 @@ use agyn_core::time::{now_micros, timestamp};
 use agyn_core::{Caller, Error, IdentityKind, Result, Secret};
 
 use crate::store::{self, NewToken, NewUser, TokenRecord, UserRecord};
+use std::sync::Arc;
+
+use crate::cache::CachedUser;
 use crate::{MAX_TOKENS_PER_USER, Users, identity, tokens, username};
 
 const SEARCH_DEFAULT_LIMIT: i64 = 10;
@@ -26,18 +29,19 @@ pub struct CreatedToken {
 impl Users {
     /// GetMe: the calling user and its cluster role. Callers that are not
     /// users get `not_found`.
-    pub async fn get_me(&self, caller: &Caller) -> Result<UserRecord> {
+    pub async fn get_me(&self, caller: &Caller) -> Result<Arc<CachedUser>> {
         let user_id = caller
             .user_id()
             .ok_or_else(|| Error::new(agyn_core::error::Code::NotFound, "caller is not a user"))?;
         if let Some(user) = self.cache.as_ref().and_then(|cache| cache.user(user_id)) {
             return Ok(user);
         }
-        let user = store::user_by_id(&self.db, user_id)
+        let record = store::user_by_id(&self.db, user_id)
             .await?
             .ok_or_else(|| Error::not_found("user", user_id))?;
+        let user = CachedUser::new(record);
         if let Some(cache) = &self.cache {
-            cache.insert_user(user.clone());
+            cache.insert_user(Arc::clone(&user));
         }
         Ok(user)
     }

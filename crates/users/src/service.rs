@@ -7,7 +7,10 @@ use agyn_api_users::agynio::api::users::v1 as pb;
 use agyn_core::{Caller, Error};
 use connectrpc::{ConnectError, RequestContext, Response, ServiceRequest, ServiceResult};
 
+use std::sync::Arc;
+
 use crate::Users;
+use crate::encoded::{Encoded, EncodedBody};
 use crate::ops::{cluster_role, token_to_proto, user_to_proto};
 
 /// The internal `UsersService`.
@@ -46,13 +49,20 @@ impl pb::UsersService for UsersRpc {
         &self,
         ctx: RequestContext,
         _request: ServiceRequest<'_, pb::GetMeRequest>,
-    ) -> ServiceResult<pb::GetMeResponse> {
+    ) -> ServiceResult<EncodedBody<pb::GetMeResponse>> {
         let user = self.users.get_me(caller(&ctx)?).await?;
-        Response::ok(pb::GetMeResponse {
-            user: user_to_proto(&user, true).into(),
-            cluster_role: cluster_role(&user, true).into(),
+        if let Some(encoded) = user.me.get() {
+            return Response::ok(EncodedBody(Arc::clone(encoded)));
+        }
+        let response = pb::GetMeResponse {
+            user: user_to_proto(&user.record, true).into(),
+            cluster_role: cluster_role(&user.record, true).into(),
             ..Default::default()
-        })
+        };
+        let encoded = user
+            .me
+            .get_or_init(|| Encoded::new(&response).expect("GetMeResponse encodes"));
+        Response::ok(EncodedBody(Arc::clone(encoded)))
     }
 
     async fn get_user(
@@ -250,7 +260,7 @@ macro_rules! dispatch {
 
 impl pb::UsersGateway for UsersGatewayRpc {
     dispatch! {
-        get_me(pb::GetMeRequest) -> pb::GetMeResponse;
+        get_me(pb::GetMeRequest) -> EncodedBody<pb::GetMeResponse>;
         get_user(pb::GetUserRequest) -> pb::GetUserResponse;
         search_users(pb::SearchUsersRequest) -> pb::SearchUsersResponse;
         create_api_token(pb::CreateAPITokenRequest) -> pb::CreateAPITokenResponse;

@@ -29,11 +29,20 @@ pub fn generate() -> Secret<String> {
     Secret::new(format!("{API_TOKEN_PREFIX}{random}"))
 }
 
+/// Returns the SHA-256 digest of a token.
+pub fn digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
 /// Returns the stored form of a token: lowercase hex SHA-256.
 pub fn hash(token: &str) -> String {
-    let digest = Sha256::digest(token.as_bytes());
+    hex(&digest(token))
+}
+
+/// Returns the lowercase hex form of a digest, as stored in `token_hash`.
+pub fn hex(digest: &[u8; 32]) -> String {
     let mut hex = String::with_capacity(64);
-    for byte in digest {
+    for &byte in digest {
         hex.push(char::from(HEX[usize::from(byte >> 4)]));
         hex.push(char::from(HEX[usize::from(byte & 0x0f)]));
     }

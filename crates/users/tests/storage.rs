@@ -114,8 +114,8 @@ async fn bootstrap_runs_once(backend: Backend) {
     assert_eq!(identity.identity_id, admin_id);
     assert_eq!(identity.kind, IdentityKind::User);
     let admin = users.get_me(&user_caller(&admin_id)).await.unwrap();
-    assert_eq!(admin.username, "admin");
-    assert!(admin.cluster_admin);
+    assert_eq!(admin.record.username, "admin");
+    assert!(admin.record.cluster_admin);
 
     match users.bootstrap(&dir).await.unwrap() {
         Outcome::AlreadyDone { admin_id: again } => assert_eq!(again, admin_id),
@@ -402,7 +402,15 @@ async fn usernames_do_not_collide(backend: Backend) {
     let mut names = Vec::new();
     for index in 0..3 {
         let id = new_user(&users, &format!("sub-{index}"), "Dave").await;
-        names.push(users.get_me(&user_caller(&id)).await.unwrap().username);
+        names.push(
+            users
+                .get_me(&user_caller(&id))
+                .await
+                .unwrap()
+                .record
+                .username
+                .clone(),
+        );
     }
     assert_eq!(names, ["dave", "dave-2", "dave-3"]);
 }
@@ -467,7 +475,11 @@ async fn get_user_redacts_for_others(backend: Backend) {
     assert_eq!(own.email, "alice@example.com");
     let (_, full) = users.get_user(&user_caller(&bob), &alice).await.unwrap();
     assert!(!full, "another user gets the redacted view");
+    let before = users.get_me(&user_caller(&bob)).await.unwrap();
+    assert!(!before.record.cluster_admin);
     users.set_cluster_admin(&bob, true, "config").await.unwrap();
+    let after = users.get_me(&user_caller(&bob)).await.unwrap();
+    assert!(after.record.cluster_admin, "the grant is visible at once");
     let (_, full) = users.get_user(&user_caller(&bob), &alice).await.unwrap();
     assert!(full, "a cluster admin gets the full view");
     let missing = agyn_core::id::new_id();
