@@ -2,7 +2,7 @@
 //! `/api` prefix, identity-header hygiene, authentication, routing of
 //! methods that are not built yet, and one log line per request.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -44,27 +44,27 @@ pub struct GatewayLayer {
 struct Shared {
     listener: Listener,
     authenticator: Authenticator,
-    implemented: HashSet<String>,
-    known: HashSet<&'static str>,
+    /// Every gateway method, mapped to whether its handler is built.
+    gateway_methods: HashMap<&'static str, bool>,
 }
 
 impl GatewayLayer {
     /// `implemented` lists the procedure paths the router serves; other
     /// gateway methods answer `unimplemented` naming the method.
     pub fn new(listener: Listener, authenticator: Authenticator, implemented: Vec<String>) -> Self {
-        let known = agyn_api::GATEWAY_METHODS
+        let implemented: HashSet<String> = implemented
+            .into_iter()
+            .map(|path| format!("/{}", path.trim_start_matches('/')))
+            .collect();
+        let gateway_methods = agyn_api::GATEWAY_METHODS
             .iter()
-            .map(|(path, ..)| *path)
+            .map(|(path, ..)| (*path, implemented.contains(*path)))
             .collect();
         Self {
             shared: Arc::new(Shared {
                 listener,
                 authenticator,
-                implemented: implemented
-                    .into_iter()
-                    .map(|path| format!("/{}", path.trim_start_matches('/')))
-                    .collect(),
-                known,
+                gateway_methods,
             }),
         }
     }
@@ -142,20 +142,21 @@ impl Shared {
         request: &mut Request<B>,
         path: &str,
     ) -> Result<Option<Caller>, Error> {
+        let built = self.gateway_methods.get(path).copied();
         let caller = match self.listener {
             Listener::Public => {
                 remove_identity_headers(request.headers_mut());
                 if is_anonymous(path) {
                     return Ok(None);
                 }
-                if !self.known.contains(path) {
+                if built.is_none() {
                     return Err(Error::unimplemented(format!("unknown method {path}")));
                 }
                 self.authenticator.authenticate(request.headers()).await?
             }
             Listener::Internal => forwarded_caller(request.headers()),
         };
-        if !self.implemented.contains(path) && self.known.contains(path) {
+        if built == Some(false) {
             let method = path.trim_start_matches('/');
             return Err(Error::unimplemented(format!(
                 "{method} is not implemented yet"
