@@ -331,3 +331,72 @@ async fn second_signal_stops_stalled_shutdown() {
     assert!(log.contains("Second signal"), "{log}");
     drop(stalled);
 }
+
+#[tokio::test]
+async fn authorization_service_on_internal_listener() {
+    use agyn_api_authorization::agynio::api::authorization::v1::{
+        AuthorizationServiceClient, CheckRequest, Tuple, WriteRequest,
+    };
+    let server = Server::start();
+    let internal: http::Uri = format!("http://127.0.0.1:{}", server.internal_port)
+        .parse()
+        .unwrap();
+    let authz = AuthorizationServiceClient::new(
+        HttpClient::plaintext_http2_only(),
+        ClientConfig::new(internal).with_protocol(Protocol::Grpc),
+    );
+    let tuple = |user: &str, relation: &str, object: &str| Tuple {
+        user: user.into(),
+        relation: relation.into(),
+        object: object.into(),
+        ..Default::default()
+    };
+    authz
+        .write(WriteRequest {
+            writes: vec![
+                tuple("identity:alice", "owner", "organization:o1"),
+                tuple("cluster:global", "cluster", "organization:o1"),
+            ],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let check = |user: &str, relation: &str| CheckRequest {
+        user: user.into(),
+        relation: relation.into(),
+        object: "organization:o1".into(),
+        ..Default::default()
+    };
+    let allowed = authz
+        .check(check("identity:alice", "can_manage"))
+        .await
+        .unwrap();
+    assert!(allowed.into_owned().allowed);
+    let denied = authz
+        .check(check("identity:bob", "can_read"))
+        .await
+        .unwrap();
+    assert!(!denied.into_owned().allowed);
+    let invalid = authz
+        .write(WriteRequest {
+            writes: vec![tuple("identity:bob", "can_read", "organization:o1")],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(invalid.code, ErrorCode::InvalidArgument);
+
+    // The service is internal only: the public listener does not route it.
+    let public = AuthorizationServiceClient::new(
+        HttpClient::plaintext_http2_only(),
+        ClientConfig::new(server.base_url().parse().unwrap()).with_protocol(Protocol::Grpc),
+    );
+    let error = public
+        .check_with_options(
+            check("identity:alice", "can_manage"),
+            bearer(&server.admin_token),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(error.code, ErrorCode::Unimplemented);
+}

@@ -12,10 +12,13 @@ mod layer;
 use std::sync::Arc;
 use std::time::Duration;
 
+use agyn_api_authorization::agynio::api::authorization::v1::AUTHORIZATION_SERVICE_SERVICE_NAME;
 use agyn_api_identity::agynio::api::identity::v1::IDENTITY_SERVICE_SERVICE_NAME;
 use agyn_api_users::agynio::api::users::v1::{
     USERS_GATEWAY_SERVICE_NAME, USERS_SERVICE_SERVICE_NAME,
 };
+use agyn_authz::Authorizer;
+use agyn_authz::service::AuthorizationRpc;
 use agyn_store::Db;
 use agyn_users::Users;
 use agyn_users::identity::IdentityRpc;
@@ -83,11 +86,18 @@ pub fn public_app(platform: &Platform) -> axum::Router {
 pub fn internal_app(platform: &Platform) -> axum::Router {
     let router = Router::new()
         .add_service(Arc::new(UsersRpc::new(platform.users.clone())))
-        .add_service(Arc::new(IdentityRpc::new(platform.db.clone())));
+        .add_service(Arc::new(IdentityRpc::new(platform.db.clone())))
+        .add_service(Arc::new(AuthorizationRpc::new(Authorizer::new(
+            platform.db.clone(),
+        ))));
     let implemented: Vec<String> = router.methods().map(str::to_string).collect();
     let (router, _health) = connectrpc_health::install_static(
         router,
-        [USERS_SERVICE_SERVICE_NAME, IDENTITY_SERVICE_SERVICE_NAME],
+        [
+            USERS_SERVICE_SERVICE_NAME,
+            IDENTITY_SERVICE_SERVICE_NAME,
+            AUTHORIZATION_SERVICE_SERVICE_NAME,
+        ],
     );
     let reflector =
         connectrpc_reflection::Reflector::from_descriptor_set_bytes(agyn_api::DESCRIPTOR_SET)

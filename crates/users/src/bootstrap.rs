@@ -69,7 +69,8 @@ impl Users {
             },
         )
         .await?;
-        store::set_cluster_admin(&mut tx, &admin_id, true, "bootstrap", now).await?;
+        self.set_admin_in(&mut tx, &admin_id, true, "bootstrap", now)
+            .await?;
         let created =
             ops::insert_token(&mut tx, &admin_id, BOOTSTRAP_TOKEN_NAME, None, now).await?;
         let token_file = write_token_file(data_dir, &created.plaintext)?;

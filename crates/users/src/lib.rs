@@ -45,6 +45,7 @@ pub struct TokenIdentity {
 #[derive(Clone)]
 pub struct Users {
     db: Db,
+    authorizer: agyn_authz::Authorizer,
     search_limiter: Arc<rate_limit::RateLimiter>,
     /// Present only when this process is the database's sole user.
     cache: Option<Arc<cache::AuthCache>>,
@@ -56,6 +57,7 @@ impl Users {
             .is_exclusive()
             .then(|| Arc::new(cache::AuthCache::default()));
         Self {
+            authorizer: agyn_authz::Authorizer::new(db.clone()),
             db,
             search_limiter: Arc::new(rate_limit::RateLimiter::per_minute(30)),
             cache,
@@ -64,6 +66,49 @@ impl Users {
 
     pub fn db(&self) -> &Db {
         &self.db
+    }
+
+    /// Loads a user with its cluster role.
+    pub(crate) async fn load_user(&self, id: &str) -> Result<Option<UserRecord>> {
+        let Some(mut user) = store::user_by_id(&self.db, id).await? else {
+            return Ok(None);
+        };
+        user.cluster_admin = self.is_cluster_admin(id).await?;
+        Ok(Some(user))
+    }
+
+    /// Returns whether `identity_id` holds `admin` on `cluster:global`.
+    pub(crate) async fn is_cluster_admin(&self, identity_id: &str) -> Result<bool> {
+        self.authorizer
+            .check(
+                &agyn_authz::ObjectRef::identity(identity_id),
+                "admin",
+                &cluster(),
+            )
+            .await
+    }
+
+    /// Grants or revokes cluster admin inside `connection`'s transaction,
+    /// recording who granted it (`bootstrap`, `config` or `admin`).
+    pub(crate) async fn set_admin_in(
+        &self,
+        connection: &mut agyn_store::sqlx::AnyConnection,
+        identity_id: &str,
+        admin: bool,
+        source: &str,
+        now: i64,
+    ) -> Result<()> {
+        let tuple = agyn_authz::Tuple::new(
+            agyn_authz::ObjectRef::identity(identity_id),
+            "admin",
+            cluster(),
+        );
+        if admin {
+            self.authorizer.write_in(connection, &[tuple], &[]).await?;
+        } else {
+            self.authorizer.write_in(connection, &[], &[tuple]).await?;
+        }
+        store::set_admin_grant(connection, identity_id, admin, source, now).await
     }
 
     /// Resolves a bearer API token to its identity.
@@ -142,6 +187,10 @@ impl Users {
             }
         });
     }
+}
+
+fn cluster() -> agyn_authz::ObjectRef {
+    agyn_authz::ObjectRef::new("cluster", "global")
 }
 
 fn expired() -> Error {

@@ -36,7 +36,8 @@ impl Users {
         if let Some(user) = self.cache.as_ref().and_then(|cache| cache.user(user_id)) {
             return Ok(user);
         }
-        let record = store::user_by_id(&self.db, user_id)
+        let record = self
+            .load_user(user_id)
             .await?
             .ok_or_else(|| Error::not_found("user", user_id))?;
         let user = CachedUser::new(record);
@@ -51,16 +52,11 @@ impl Users {
     pub async fn get_user(&self, caller: &Caller, id: &str) -> Result<(UserRecord, bool)> {
         let caller_id = caller.identity_id()?;
         let id = agyn_core::id::parse_id("id", id)?;
-        let user = store::user_by_id(&self.db, &id)
+        let user = self
+            .load_user(&id)
             .await?
             .ok_or_else(|| Error::not_found("user", &id))?;
-        let full = if caller_id == user.id {
-            true
-        } else {
-            store::user_by_id(&self.db, caller_id)
-                .await?
-                .is_some_and(|me| me.cluster_admin)
-        };
+        let full = caller_id == user.id || self.is_cluster_admin(caller_id).await?;
         Ok((user, full))
     }
 
@@ -199,7 +195,11 @@ impl Users {
             .enumerate()
             .map(|(index, id)| agyn_core::id::parse_id(&format!("identity_ids[{index}]"), id))
             .collect::<Result<Vec<_>>>()?;
-        store::users_by_ids(&self.db, &ids).await
+        let mut users = store::users_by_ids(&self.db, &ids).await?;
+        for user in &mut users {
+            user.cluster_admin = self.is_cluster_admin(&user.id).await?;
+        }
+        Ok(users)
     }
 
     /// SetClusterAdmin (internal): grants or revokes cluster admin.
@@ -213,8 +213,10 @@ impl Users {
         if identity::kind_of(&self.db, &id).await? != Some(IdentityKind::User) {
             return Err(Error::not_found("user", &id));
         }
-        let mut connection = self.db.pool().acquire().await?;
-        store::set_cluster_admin(&mut connection, &id, admin, source, now_micros()).await?;
+        let mut tx = self.db.begin_write().await?;
+        self.set_admin_in(&mut tx, &id, admin, source, now_micros())
+            .await?;
+        tx.commit().await?;
         if let Some(cache) = &self.cache {
             cache.forget_user(&id);
         }
@@ -288,7 +290,8 @@ impl Users {
         }
         tx.commit().await?;
         tracing::info!(user_id = %id, username = %chosen, "User created");
-        let user = store::user_by_id(&self.db, &id)
+        let user = self
+            .load_user(&id)
             .await?
             .ok_or_else(|| Error::internal("user vanished after insert", id.clone()))?;
         Ok((user, true))

@@ -17,6 +17,8 @@ pub struct UserRecord {
     pub photo_url: String,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Whether the user holds `admin` on `cluster:global`. Filled in from
+    /// the authorization tuples by [`crate::Users`], not by the row.
     pub cluster_admin: bool,
 }
 
@@ -39,11 +41,7 @@ pub struct ResolvedToken {
 }
 
 const USER_COLUMNS: &str = "u.id, u.oidc_subject, u.username, u.name, u.email, \
-    u.email_verified, u.photo_url, u.created_at, u.updated_at, \
-    (SELECT COUNT(*) FROM tuples t WHERE t.object_type = 'cluster' \
-     AND t.object_id = 'global' AND t.relation = 'admin' \
-     AND t.subject_type = 'identity' AND t.subject_id = u.id \
-     AND t.subject_relation = '') AS cluster_admin";
+    u.email_verified, u.photo_url, u.created_at, u.updated_at";
 
 const TOKEN_COLUMNS: &str =
     "t.id, t.identity_id, t.name, t.token_prefix, t.expires_at, t.created_at, t.last_used_at";
@@ -59,7 +57,7 @@ fn user_from_row(row: &AnyRow) -> Result<UserRecord, sqlx::Error> {
         photo_url: row.try_get("photo_url")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
-        cluster_admin: row.try_get::<i64, _>("cluster_admin")? > 0,
+        cluster_admin: false,
     })
 }
 
@@ -167,8 +165,8 @@ pub async fn username_taken(connection: &mut AnyConnection, username: &str) -> R
     Ok(row.try_get::<i64, _>("n")? > 0)
 }
 
-/// Writes or deletes the tuple `identity:<id> admin cluster:global`.
-pub async fn set_cluster_admin(
+/// Records who granted `identity_id` cluster admin, or forgets the grant.
+pub async fn set_admin_grant(
     connection: &mut AnyConnection,
     identity_id: &str,
     admin: bool,
@@ -177,10 +175,8 @@ pub async fn set_cluster_admin(
 ) -> Result<()> {
     if admin {
         sqlx::query(
-            "INSERT INTO tuples (object_type, object_id, relation, subject_type, subject_id, \
-             subject_relation, source, created_at) \
-             VALUES ('cluster', 'global', 'admin', 'identity', $1, '', $2, $3) \
-             ON CONFLICT DO NOTHING",
+            "INSERT INTO cluster_admin_grants (identity_id, source, created_at) \
+             VALUES ($1, $2, $3) ON CONFLICT (identity_id) DO UPDATE SET source = $2",
         )
         .bind(identity_id)
         .bind(source)
@@ -188,13 +184,10 @@ pub async fn set_cluster_admin(
         .execute(&mut *connection)
         .await?;
     } else {
-        sqlx::query(
-            "DELETE FROM tuples WHERE object_type = 'cluster' AND object_id = 'global' \
-             AND relation = 'admin' AND subject_type = 'identity' AND subject_id = $1",
-        )
-        .bind(identity_id)
-        .execute(&mut *connection)
-        .await?;
+        sqlx::query("DELETE FROM cluster_admin_grants WHERE identity_id = $1")
+            .bind(identity_id)
+            .execute(&mut *connection)
+            .await?;
     }
     Ok(())
 }

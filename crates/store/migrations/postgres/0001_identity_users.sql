@@ -33,8 +33,7 @@ CREATE TABLE api_tokens (
 CREATE INDEX api_tokens_by_owner ON api_tokens (identity_id, created_at, id);
 
 -- Relationship tuples `<subject> <relation> <object>`, for example
--- `identity:<id> admin cluster:global`. `source` records who granted
--- cluster-admin tuples (`bootstrap` or `config`).
+-- `identity:<id> admin cluster:global`. Owned by the authorization module.
 CREATE TABLE tuples (
     object_type      TEXT NOT NULL,
     object_id        TEXT NOT NULL,
@@ -42,12 +41,19 @@ CREATE TABLE tuples (
     subject_type     TEXT NOT NULL,
     subject_id       TEXT NOT NULL,
     subject_relation TEXT NOT NULL DEFAULT '',
-    source           TEXT NOT NULL DEFAULT '',
     created_at       BIGINT NOT NULL,
     PRIMARY KEY (object_type, object_id, relation, subject_type, subject_id, subject_relation)
 );
 
 CREATE INDEX tuples_by_subject ON tuples (subject_type, subject_id, relation, object_type);
+
+-- Who granted each cluster admin (`bootstrap`, `config` or `admin`), so
+-- that configuration reconciliation revokes only its own grants.
+CREATE TABLE cluster_admin_grants (
+    identity_id TEXT PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
+    source      TEXT NOT NULL,
+    created_at  BIGINT NOT NULL
+);
 
 -- One row once the cluster has been bootstrapped; the first replica to
 -- insert it runs the bootstrap.
