@@ -6,23 +6,7 @@ use agyn_core::error::Code;
 use agyn_core::page::{Fingerprint, Page, SortOrder};
 use agyn_store::Backend;
 
-macro_rules! on_both_backends {
-    ($($test:ident),* $(,)?) => {
-        $(
-            mod $test {
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn sqlite() {
-                    super::$test(agyn_store::Backend::Sqlite).await;
-                }
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn postgres() {
-                    super::$test(agyn_store::Backend::Postgres).await;
-                }
-            }
-        )*
-    };
-}
+use agyn_store::on_both_backends;
 
 on_both_backends!(
     organization_roles_resolve,

@@ -231,6 +231,28 @@ fn lock_sqlite(url: &str) -> Result<Option<std::sync::Arc<std::fs::File>>, OpenE
     }
 }
 
+/// Runs each named `async fn(Backend)` as two tests, `<name>::sqlite`
+/// and `<name>::postgres`, on a multi-threaded runtime.
+#[cfg(feature = "testing")]
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($test:ident),* $(,)?) => {
+        $(
+            mod $test {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$test($crate::Backend::Sqlite).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$test($crate::Backend::Postgres).await;
+                }
+            }
+        )*
+    };
+}
+
 /// Fresh databases for tests, one per call, on either backend.
 #[cfg(feature = "testing")]
 pub mod testing {

@@ -1,5 +1,8 @@
-//! Schema migrations, embedded in the binary. Each backend has its own
-//! directory of numbered SQL files; both define the same tables.
+//! Schema migrations, embedded in the binary.
+//!
+//! The scripts use SQL that SQLite and PostgreSQL both accept (`TEXT`,
+//! `BIGINT`, `ON CONFLICT`), so one list serves both backends. A change
+//! that needs backend-specific SQL adds its own script per backend.
 
 use std::borrow::Cow;
 
@@ -13,16 +16,10 @@ use crate::Backend;
 /// `(version, description, sql)` of every migration, in order.
 type Script = (i64, &'static str, &'static str);
 
-const SQLITE: &[Script] = &[(
+const SCRIPTS: &[Script] = &[(
     1,
     "identity users",
-    include_str!("../migrations/sqlite/0001_identity_users.sql"),
-)];
-
-const POSTGRES: &[Script] = &[(
-    1,
-    "identity users",
-    include_str!("../migrations/postgres/0001_identity_users.sql"),
+    include_str!("../migrations/0001_identity_users.sql"),
 )];
 
 #[derive(Debug)]
@@ -52,8 +49,7 @@ impl<'s> MigrationSource<'s> for Embedded {
 /// replicas are serialised by sqlx's migration lock.
 pub async fn run(pool: &AnyPool, backend: Backend) -> Result<(), MigrateError> {
     let scripts = match backend {
-        Backend::Sqlite => SQLITE,
-        Backend::Postgres => POSTGRES,
+        Backend::Sqlite | Backend::Postgres => SCRIPTS,
     };
     let migrator = Migrator::new(Embedded(scripts)).await?;
     migrator.run(pool).await

@@ -11,24 +11,7 @@ use agyn_store::{Backend, Db};
 use agyn_users::bootstrap::Outcome;
 use agyn_users::{Users, tokens};
 
-/// Runs `$test(backend)` as two tests, `sqlite` and `postgres`.
-macro_rules! on_both_backends {
-    ($($test:ident),* $(,)?) => {
-        $(
-            mod $test {
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn sqlite() {
-                    super::$test(agyn_store::Backend::Sqlite).await;
-                }
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn postgres() {
-                    super::$test(agyn_store::Backend::Postgres).await;
-                }
-            }
-        )*
-    };
-}
+use agyn_store::on_both_backends;
 
 on_both_backends!(
     bootstrap_runs_once,
