@@ -161,7 +161,7 @@ impl Authorizer {
         store::write(connection, writes, deletes, agyn_core::time::now_micros()).await
     }
 
-    /// One page of tuples matching `filter`, ordered by object, relation
+    /// Returns one page of tuples matching `filter`, ordered by object, relation
     /// and user ascending.
     pub async fn read(
         &self,

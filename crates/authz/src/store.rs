@@ -10,7 +10,7 @@ use agyn_store::sqlx::{self, AnyConnection, Row, any::AnyRow};
 
 use crate::{ObjectRef, Tuple};
 
-/// Which tuples `Read` returns: the object type is required, the rest
+/// Filter of `Read`: the object type is required, the other fields
 /// narrow the result.
 #[derive(Debug, Clone, Default)]
 pub struct TupleFilter {
@@ -40,7 +40,7 @@ pub async fn has_tuple(
     Ok(row.is_some())
 }
 
-/// The users of `object`'s `relation` tuples, for `from` edges.
+/// Returns the users of `object`'s `relation` tuples, for `from` edges.
 pub async fn users_of(db: &Db, object: &ObjectRef, relation: &str) -> Result<Vec<ObjectRef>> {
     let rows = sqlx::query(
         "SELECT subject_type, subject_id FROM tuples WHERE object_type = $1 \

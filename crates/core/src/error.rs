@@ -54,7 +54,7 @@ impl Error {
         }
     }
 
-    /// A validation failure of one request field; attaches a
+    /// Builds a validation failure of one request field and attaches a
     /// `google.rpc.BadRequest` naming the field.
     pub fn invalid_field(field: &str, problem: &str) -> Self {
         let mut error = Self::new(Code::InvalidArgument, format!("{field}: {problem}"));
@@ -102,7 +102,7 @@ impl Error {
     }
 
     /// An unexpected failure. The caller sees only a reference; the message
-    /// and source are logged once when the error is answered.
+    /// and source are logged once, when the error is sent.
     pub fn internal(
         message: impl Into<String>,
         source: impl Into<Box<dyn std::error::Error + Send + Sync>>,

@@ -15,7 +15,7 @@ use http::{HeaderMap, HeaderValue, Request, Response, Uri};
 
 use crate::auth::Authenticator;
 
-/// Which listener a [`GatewayLayer`] guards.
+/// Listener that a [`GatewayLayer`] guards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Listener {
     /// Public: clients authenticate with a credential.
@@ -50,7 +50,7 @@ struct Shared {
 
 impl GatewayLayer {
     /// `implemented` lists the procedure paths the router serves; other
-    /// gateway methods answer `unimplemented` naming the method.
+    /// gateway methods return `unimplemented` naming the method.
     pub fn new(listener: Listener, authenticator: Authenticator, implemented: Vec<String>) -> Self {
         let implemented: HashSet<String> = implemented
             .into_iter()
@@ -233,8 +233,8 @@ fn remove_identity_headers(headers: &mut HeaderMap) {
     }
 }
 
-/// The caller of an internal request: the identity the gateway component
-/// forwarded, or the calling component itself.
+/// Returns the caller of an internal request: the identity the gateway
+/// component forwarded, or the calling component itself.
 fn forwarded_caller(headers: &HeaderMap) -> Caller {
     let header = |name| {
         headers

@@ -21,7 +21,7 @@ pub use sqlx;
 /// with `unavailable` (`database busy`).
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Which database engine a [`Db`] talks to.
+/// Database engine behind a [`Db`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
@@ -33,7 +33,7 @@ pub enum Backend {
 pub enum OpenError {
     /// The URL is neither `sqlite:` nor `postgres:`/`postgresql:`.
     UnsupportedUrl(String),
-    /// Another process holds the SQLite database.
+    /// Another process has the SQLite database open.
     InUse(std::path::PathBuf),
     Connect(sqlx::Error),
     Migrate(sqlx::migrate::MigrateError),
@@ -161,7 +161,7 @@ impl Db {
         self.pool.close().await;
     }
 
-    /// Checks that the database answers, for readiness probes.
+    /// Runs `SELECT 1`, for readiness probes.
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
         sqlx::query("SELECT 1")
             .execute(&self.pool)

@@ -18,7 +18,7 @@ use crate::{BOOTSTRAP_ADMIN_SUBJECT, Users, identity, ops};
 /// Name of the admin's API token minted by bootstrap.
 pub const BOOTSTRAP_TOKEN_NAME: &str = "bootstrap";
 
-/// What bootstrap did.
+/// Result of a bootstrap run.
 #[derive(Debug)]
 pub enum Outcome {
     /// This start created the admin and wrote its token to `token_file`.

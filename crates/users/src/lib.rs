@@ -1,7 +1,7 @@
 //! Users: the identity registry, user records, cluster-admin grants and
 //! API tokens.
 //!
-//! [`Users`] holds the logic and storage. [`service::UsersRpc`] serves it
+//! [`Users`] contains the logic and storage. [`service::UsersRpc`] serves it
 //! as the internal `UsersService` and [`service::UsersGatewayRpc`] as the
 //! public `UsersGateway`; [`identity::IdentityRpc`] serves the registry.
 
@@ -77,7 +77,7 @@ impl Users {
         Ok(Some(user))
     }
 
-    /// Returns whether `identity_id` holds `admin` on `cluster:global`.
+    /// Returns whether `identity_id` has `admin` on `cluster:global`.
     pub(crate) async fn is_cluster_admin(&self, identity_id: &str) -> Result<bool> {
         self.authorizer
             .check(

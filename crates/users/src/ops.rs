@@ -337,7 +337,7 @@ pub(crate) async fn insert_token(
     })
 }
 
-/// The protobuf form of a user; `full` false gives the redacted view.
+/// Converts a user to protobuf; `full` false gives the redacted view.
 pub fn user_to_proto(user: &UserRecord, full: bool) -> pb::User {
     pb::User {
         meta: pb::EntityMeta {

@@ -29,7 +29,7 @@ fn caller(ctx: &RequestContext) -> Result<&Caller, ConnectError> {
     Ok(Caller::from_extensions(ctx.extensions())?)
 }
 
-/// UsersGateway methods whose handlers only answer `unimplemented`. The
+/// UsersGateway methods whose handlers only return `unimplemented`. The
 /// gateway routes them like the methods of services not built yet.
 pub const NOT_BUILT: &[&str] = &[
     "/agynio.api.users.v1.UsersGateway/CreateDevice",

@@ -17,7 +17,7 @@ pub struct UserRecord {
     pub photo_url: String,
     pub created_at: i64,
     pub updated_at: i64,
-    /// Whether the user holds `admin` on `cluster:global`. Filled in from
+    /// Whether the user has `admin` on `cluster:global`. Filled in from
     /// the authorization tuples by [`crate::Users`], not by the row.
     pub cluster_admin: bool,
 }
@@ -111,7 +111,7 @@ pub async fn search_users(db: &Db, prefix: &str, limit: i64) -> Result<Vec<UserR
          WHERE u.username >= $1 AND u.username < $2 \
          ORDER BY CASE WHEN u.username = $1 THEN 0 ELSE 1 END, u.username LIMIT $3"
     );
-    // `prefix` only holds [a-z0-9_-], so the range [prefix, prefix + '~')
+    // `prefix` contains only [a-z0-9_-], so the range [prefix, prefix + '~')
     // is exactly the usernames that start with it, in both collations.
     let upper = format!("{prefix}~");
     let rows = sqlx::query(&sql)
@@ -165,7 +165,7 @@ pub async fn username_taken(connection: &mut AnyConnection, username: &str) -> R
     Ok(row.try_get::<i64, _>("n")? > 0)
 }
 
-/// Records who granted `identity_id` cluster admin, or forgets the grant.
+/// Records who granted `identity_id` cluster admin, or deletes the record.
 pub async fn set_admin_grant(
     connection: &mut AnyConnection,
     identity_id: &str,
@@ -258,7 +258,7 @@ pub async fn insert_token(connection: &mut AnyConnection, token: &NewToken<'_>) 
     Ok(())
 }
 
-/// One page of a user's tokens in `page.order` of `(created_at, id)`.
+/// Lists one page of a user's tokens in `page.order` of `(created_at, id)`.
 pub async fn list_tokens(
     db: &Db,
     identity_id: &str,
