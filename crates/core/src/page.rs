@@ -14,6 +14,10 @@
 //! a timestamp are neither skipped nor repeated, and rows inserted during a
 //! walk never shift pages already returned. A token presented with other
 //! filters, sort or caller is rejected with reason `PAGE_TOKEN_INVALID`.
+//!
+//! NOTE: tokens are not signed, so a client can edit the cursor inside a
+//! token for its own list. That only moves the window over rows the same
+//! query would return anyway; signing needs the cluster's master key.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
