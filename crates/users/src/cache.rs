@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::sync::RwLock;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use agyn_core::IdentityKind;
 
@@ -80,9 +80,24 @@ pub struct CachedToken {
 pub struct AuthCache {
     tokens: RwLock<DigestMap<std::sync::Arc<CachedToken>>>,
     users: RwLock<HashMap<String, std::sync::Arc<CachedUser>>>,
+    /// Count of invalidations. A caller reads it before loading a row from
+    /// the database and passes it to `insert_*`, which skips the insert if
+    /// an invalidation happened meanwhile, because the row it loaded may
+    /// already be revoked or changed.
+    generation: AtomicU64,
 }
 
 impl AuthCache {
+    /// Returns the invalidation count to pass to `insert_token` or
+    /// `insert_user` after a database read.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    fn invalidated(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
     pub fn token(&self, digest: &TokenDigest) -> Option<std::sync::Arc<CachedToken>> {
         self.tokens
             .read()
@@ -91,8 +106,11 @@ impl AuthCache {
             .cloned()
     }
 
-    pub fn insert_token(&self, digest: TokenDigest, token: CachedToken) {
+    pub fn insert_token(&self, digest: TokenDigest, token: CachedToken, generation: u64) {
         let mut tokens = self.tokens.write().expect("token cache lock");
+        if self.generation() != generation {
+            return;
+        }
         if tokens.len() >= MAX_ENTRIES {
             tokens.clear();
         }
@@ -101,26 +119,27 @@ impl AuthCache {
 
     /// Drops the token with id `token_id`.
     pub fn forget_token(&self, token_id: &str) {
-        self.tokens
-            .write()
-            .expect("token cache lock")
-            .retain(|_, token| token.token_id != token_id);
+        let mut tokens = self.tokens.write().expect("token cache lock");
+        tokens.retain(|_, token| token.token_id != token_id);
+        self.invalidated();
     }
 
     /// Drops every token of `identity_id`.
     pub fn forget_tokens_of(&self, identity_id: &str) {
-        self.tokens
-            .write()
-            .expect("token cache lock")
-            .retain(|_, token| token.identity_id != identity_id);
+        let mut tokens = self.tokens.write().expect("token cache lock");
+        tokens.retain(|_, token| token.identity_id != identity_id);
+        self.invalidated();
     }
 
     pub fn user(&self, id: &str) -> Option<std::sync::Arc<CachedUser>> {
         self.users.read().expect("user cache lock").get(id).cloned()
     }
 
-    pub fn insert_user(&self, user: std::sync::Arc<CachedUser>) {
+    pub fn insert_user(&self, user: std::sync::Arc<CachedUser>, generation: u64) {
         let mut users = self.users.write().expect("user cache lock");
+        if self.generation() != generation {
+            return;
+        }
         if users.len() >= MAX_ENTRIES {
             users.clear();
         }
@@ -128,7 +147,9 @@ impl AuthCache {
     }
 
     pub fn forget_user(&self, id: &str) {
-        self.users.write().expect("user cache lock").remove(id);
+        let mut users = self.users.write().expect("user cache lock");
+        users.remove(id);
+        self.invalidated();
     }
 }
 
@@ -142,5 +163,40 @@ impl CachedToken {
                 .last_touch
                 .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(id: &str) -> CachedToken {
+        CachedToken {
+            token_id: id.to_string(),
+            identity_id: "alice".to_string(),
+            kind: IdentityKind::User,
+            expires_at: None,
+            last_touch: AtomicI64::new(0),
+        }
+    }
+
+    #[test]
+    fn stale_insert_after_revocation_is_skipped() {
+        let cache = AuthCache::default();
+        // A lookup reads the generation, then loads the token from the
+        // database while another request revokes it.
+        let seen = cache.generation();
+        cache.forget_token("t1");
+        cache.insert_token([1; 32], token("t1"), seen);
+        assert!(cache.token(&[1; 32]).is_none());
+    }
+
+    #[test]
+    fn current_insert_is_kept_until_forgotten() {
+        let cache = AuthCache::default();
+        cache.insert_token([2; 32], token("t2"), cache.generation());
+        assert!(cache.token(&[2; 32]).is_some());
+        cache.forget_tokens_of("alice");
+        assert!(cache.token(&[2; 32]).is_none());
     }
 }

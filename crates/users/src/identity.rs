@@ -9,7 +9,7 @@ use agyn_store::sqlx::{self, AnyConnection, Row};
 use buffa::EnumValue;
 use connectrpc::{RequestContext, Response, ServiceRequest, ServiceResult};
 
-/// Most ids one `BatchGetIdentityTypes` call may name.
+/// Most ids one batch lookup (`BatchGetIdentityTypes`, `BatchGetUsers`) may name.
 pub const MAX_BATCH: usize = 500;
 
 /// Registers `id` as an identity of `kind`; `already_exists` if it is

@@ -137,6 +137,7 @@ impl Users {
                 token_id: cached.token_id.clone(),
             });
         }
+        let generation = self.cache.as_ref().map(|cache| cache.generation());
         let record = store::token_by_hash(&self.db, &tokens::hex(&digest))
             .await?
             .ok_or_else(|| Error::unauthenticated("invalid credential"))?;
@@ -154,7 +155,7 @@ impl Users {
         if stale {
             self.touch_later(record.token.id.clone(), now);
         }
-        if let Some(cache) = &self.cache {
+        if let (Some(cache), Some(generation)) = (&self.cache, generation) {
             cache.insert_token(
                 digest,
                 cache::CachedToken {
@@ -168,6 +169,7 @@ impl Users {
                         last_used
                     }),
                 },
+                generation,
             );
         }
         Ok(TokenIdentity {

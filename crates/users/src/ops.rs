@@ -7,16 +7,16 @@ use agyn_core::page::{Fingerprint, Page, SortOrder};
 use agyn_core::time::{now_micros, timestamp};
 use agyn_core::{Caller, Error, IdentityKind, Result, Secret};
 
-use crate::store::{self, NewToken, NewUser, TokenRecord, UserRecord};
 use std::sync::Arc;
 
 use crate::cache::CachedUser;
+use crate::identity::MAX_BATCH;
+use crate::store::{self, NewToken, NewUser, TokenRecord, UserRecord};
 use crate::{MAX_TOKENS_PER_USER, Users, identity, tokens, username};
 
 const SEARCH_DEFAULT_LIMIT: i64 = 10;
 const SEARCH_MAX_LIMIT: i64 = 20;
 const TOKEN_NAME_MAX_CHARS: usize = 100;
-const MAX_BATCH: usize = 500;
 
 /// A new API token: its metadata and the plaintext, returned once. The
 /// plaintext prints as `[redacted]` in `Debug` output.
@@ -36,13 +36,14 @@ impl Users {
         if let Some(user) = self.cache.as_ref().and_then(|cache| cache.user(user_id)) {
             return Ok(user);
         }
+        let generation = self.cache.as_ref().map(|cache| cache.generation());
         let record = self
             .load_user(user_id)
             .await?
             .ok_or_else(|| Error::not_found("user", user_id))?;
         let user = CachedUser::new(record);
-        if let Some(cache) = &self.cache {
-            cache.insert_user(Arc::clone(&user));
+        if let (Some(cache), Some(generation)) = (&self.cache, generation) {
+            cache.insert_user(Arc::clone(&user), generation);
         }
         Ok(user)
     }
@@ -195,9 +196,11 @@ impl Users {
             .enumerate()
             .map(|(index, id)| agyn_core::id::parse_id(&format!("identity_ids[{index}]"), id))
             .collect::<Result<Vec<_>>>()?;
-        let mut users = store::users_by_ids(&self.db, &ids).await?;
-        for user in &mut users {
-            user.cluster_admin = self.is_cluster_admin(&user.id).await?;
+        let mut users = Vec::with_capacity(ids.len());
+        for id in &ids {
+            if let Some(user) = self.load_user(id).await? {
+                users.push(user);
+            }
         }
         Ok(users)
     }

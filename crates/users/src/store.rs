@@ -91,18 +91,6 @@ pub async fn user_by_subject(
     Ok(row.as_ref().map(user_from_row).transpose()?)
 }
 
-pub async fn users_by_ids(db: &Db, ids: &[String]) -> Result<Vec<UserRecord>> {
-    let mut users = Vec::with_capacity(ids.len());
-    // One indexed lookup per id keeps the statement identical on both
-    // backends; batches are capped at 500 ids by the caller.
-    for id in ids {
-        if let Some(user) = user_by_id(db, id).await? {
-            users.push(user);
-        }
-    }
-    Ok(users)
-}
-
 /// Users whose username starts with `prefix`: the exact match first, then
 /// by username ascending.
 pub async fn search_users(db: &Db, prefix: &str, limit: i64) -> Result<Vec<UserRecord>> {
