@@ -52,29 +52,20 @@ fn connect_service(router: Router) -> ConnectRpcService {
 /// Builds the public listener's application.
 pub fn public_app(platform: &Platform) -> axum::Router {
     let router = Router::new().add_service(Arc::new(UsersGatewayRpc::new(platform.users.clone())));
-    let implemented: Vec<String> = router
-        .methods()
-        .map(|path| format!("/{}", path.trim_start_matches('/')))
-        .filter(|path| !agyn_users::service::NOT_BUILT.contains(&path.as_str()))
-        .collect();
-    let (router, _health) = connectrpc_health::install_static(router, [USERS_GATEWAY_SERVICE_NAME]);
-    let reflector =
-        connectrpc_reflection::Reflector::from_descriptor_set_bytes(agyn_api::DESCRIPTOR_SET)
-            .expect("the embedded descriptor set is valid")
-            .with_services(public_service_names());
-    let router = connectrpc_reflection::install(router, reflector);
-
-    let gateway = GatewayLayer::new(
+    let rpc = rpc_service(
         Listener::Public,
-        Authenticator::new(platform.users.clone()),
-        implemented,
+        router,
+        &[USERS_GATEWAY_SERVICE_NAME],
+        Some(public_service_names()),
+        agyn_users::service::NOT_BUILT,
+        platform,
     );
     let db = platform.db.clone();
     axum::Router::new()
         .route("/healthz", get(healthz))
         .route("/api/healthz", get(healthz))
         .route("/readyz", get(move || readyz(db.clone())))
-        .fallback_service(gateway.layer(connect_service(router)))
+        .fallback_service(rpc)
         .layer(cors(&platform.cors_origins))
 }
 
@@ -90,27 +81,56 @@ pub fn internal_app(platform: &Platform) -> axum::Router {
         .add_service(Arc::new(AuthorizationRpc::new(Authorizer::new(
             platform.db.clone(),
         ))));
-    let implemented: Vec<String> = router.methods().map(str::to_string).collect();
-    let (router, _health) = connectrpc_health::install_static(
+    let rpc = rpc_service(
+        Listener::Internal,
         router,
-        [
+        &[
             USERS_SERVICE_SERVICE_NAME,
             IDENTITY_SERVICE_SERVICE_NAME,
             AUTHORIZATION_SERVICE_SERVICE_NAME,
         ],
-    );
-    let reflector =
-        connectrpc_reflection::Reflector::from_descriptor_set_bytes(agyn_api::DESCRIPTOR_SET)
-            .expect("the embedded descriptor set is valid");
-    let router = connectrpc_reflection::install(router, reflector);
-    let gateway = GatewayLayer::new(
-        Listener::Internal,
-        Authenticator::new(platform.users.clone()),
-        implemented,
+        None,
+        &[],
+        platform,
     );
     axum::Router::new()
         .route("/healthz", get(healthz))
-        .fallback_service(gateway.layer(connect_service(router)))
+        .fallback_service(rpc)
+}
+
+/// Adds gRPC health (reporting `healthy` as serving) and reflection to
+/// `router`, and wraps it in the gateway layer of `listener`.
+///
+/// Reflection lists `reflected` services, or the whole descriptor set
+/// when it is `None`. Methods in `not_built` are routed like the methods
+/// of services that are not built yet.
+fn rpc_service(
+    listener: Listener,
+    router: Router,
+    healthy: &[&str],
+    reflected: Option<Vec<String>>,
+    not_built: &[&str],
+    platform: &Platform,
+) -> layer::GatewayService<ConnectRpcService> {
+    let implemented: Vec<String> = router
+        .methods()
+        .filter(|path| !not_built.contains(&format!("/{}", path.trim_start_matches('/')).as_str()))
+        .map(str::to_string)
+        .collect();
+    let (router, _health) = connectrpc_health::install_static(router, healthy.iter().copied());
+    let mut reflector =
+        connectrpc_reflection::Reflector::from_descriptor_set_bytes(agyn_api::DESCRIPTOR_SET)
+            .expect("the embedded descriptor set is valid");
+    if let Some(services) = reflected {
+        reflector = reflector.with_services(services);
+    }
+    let router = connectrpc_reflection::install(router, reflector);
+    let gateway = GatewayLayer::new(
+        listener,
+        Authenticator::new(platform.users.clone()),
+        implemented,
+    );
+    gateway.layer(connect_service(router))
 }
 
 /// Service names listed by reflection on the public listener: the
