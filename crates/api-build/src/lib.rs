@@ -1,6 +1,6 @@
 //! Build-script helper shared by the `agyn-api-*` crates.
 //!
-//! Each crate under `crates/api/` holds the generated code of one proto
+//! Each crate under `crates/api/` contains the generated code of one proto
 //! package, so that editing one `.proto` file rebuilds only that package
 //! and the crates that depend on it. The helper compiles the package with
 //! `protox` (no `protoc` needed), generates buffa messages and ConnectRPC

@@ -1,8 +1,8 @@
 //! The authenticated caller of a request.
 //!
 //! The gateway builds one `Caller` per request from its credential and
-//! attaches it to the request extensions; services read it and never
-//! trust identity headers sent by clients.
+//! attaches it to the request extensions. Services read it from there and
+//! never trust identity headers sent by clients.
 
 use crate::Error;
 
@@ -51,7 +51,7 @@ impl IdentityKind {
     }
 }
 
-/// How the caller proved its identity.
+/// Kind of credential the caller presented.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CredentialKind {
     ApiToken,
@@ -59,7 +59,7 @@ pub enum CredentialKind {
     Certificate,
 }
 
-/// Who is making a request.
+/// Identity or component that makes a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Caller {
     /// An authenticated identity (a user, agent, runner or app).

@@ -101,7 +101,7 @@ impl Error {
         Self::new(Code::Unimplemented, message)
     }
 
-    /// An unexpected failure. The caller sees only a reference; the message
+    /// Builds an unexpected failure. The caller sees only a reference; the message
     /// and source are logged once, when the error is sent.
     pub fn internal(
         message: impl Into<String>,

@@ -125,7 +125,7 @@ impl Page {
         })
     }
 
-    /// The `LIMIT` to put in the query: one more row than the page holds.
+    /// Returns the `LIMIT` for the query: one more row than the page size.
     pub fn fetch_limit(&self) -> i64 {
         self.limit as i64 + 1
     }

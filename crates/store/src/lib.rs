@@ -69,7 +69,7 @@ pub struct Db {
     /// For SQLite, the exclusive lock on `<database>.lock` that keeps a
     /// second process off the same file; released when the last clone
     /// drops.
-    _lock: Option<std::sync::Arc<std::fs::File>>,
+    lock: Option<std::sync::Arc<std::fs::File>>,
 }
 
 impl Db {
@@ -123,7 +123,7 @@ impl Db {
         Ok(Self {
             pool,
             backend,
-            _lock: lock,
+            lock,
         })
     }
 
@@ -132,7 +132,7 @@ impl Db {
     /// whose file is locked by [`Db::open`]; never for PostgreSQL, which
     /// several replicas share.
     pub fn is_exclusive(&self) -> bool {
-        self._lock.is_some()
+        self.lock.is_some()
     }
 
     pub fn pool(&self) -> &AnyPool {

@@ -31,8 +31,8 @@ fn free_port() -> u16 {
 }
 
 impl Server {
-    /// Starts the server with `--log-level trace` and waits until it
-    /// answers `/healthz`.
+    /// Starts the server with `--log-level trace` and waits until `/healthz`
+    /// returns 200.
     pub fn start() -> Self {
         let data_dir = std::env::temp_dir().join(format!("agyn-serve-{}", unique_suffix()));
         std::fs::create_dir_all(&data_dir).unwrap();
@@ -148,7 +148,7 @@ impl Server {
         }
     }
 
-    /// One UsersGateway client per protocol and codec: Connect JSON over
+    /// Builds one UsersGateway client per protocol and codec: Connect JSON over
     /// HTTP/1.1, Connect binary over h2c, gRPC and gRPC-Web.
     pub fn clients(&self, base: &str) -> Vec<(&'static str, UsersGatewayClient<HttpClient>)> {
         let uri: http::Uri = base.parse().unwrap();
