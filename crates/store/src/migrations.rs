@@ -16,11 +16,19 @@ use crate::Backend;
 /// `(version, description, sql)` of every migration, in order.
 type Script = (i64, &'static str, &'static str);
 
-const SCRIPTS: &[Script] = &[(
-    1,
-    "identity users",
-    include_str!("../migrations/0001_identity_users.sql"),
-)];
+const SCRIPTS: &[Script] = &[
+    (
+        1,
+        "identity users",
+        include_str!("../migrations/0001_identity_users.sql"),
+    ),
+    (
+        2,
+        "organizations devices",
+        include_str!("../migrations/0002_organizations_devices.sql"),
+    ),
+    (3, "pki", include_str!("../migrations/0003_pki.sql")),
+];
 
 #[derive(Debug)]
 struct Embedded(&'static [Script]);
