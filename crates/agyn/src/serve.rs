@@ -46,9 +46,11 @@ pub async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         report_bootstrap(reset, &config.data_dir);
     }
 
+    let orgs = agyn_orgs::Organizations::new(db.clone(), Vec::new());
     let platform = Platform {
         db: db.clone(),
         users,
+        orgs: orgs.clone(),
         cors_origins: config.cors_allowed_origins.clone(),
     };
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -68,6 +70,14 @@ pub async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         tracing::info!(%address, "Internal listener started");
     }
 
+    let mut purge_stop = shutdown_tx.subscribe();
+    let purges = tokio::spawn(async move {
+        orgs.run_purges(async move {
+            let _ = purge_stop.wait_for(|stop| *stop).await;
+        })
+        .await;
+    });
+
     let signal = shutdown_signal().await;
     tracing::info!(signal, grace_s = SHUTDOWN_GRACE.as_secs(), "Shutting down");
     let _ = shutdown_tx.send(true);
@@ -86,6 +96,7 @@ pub async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
             tracing::warn!(signal, "Second signal; closing open connections");
         }
     }
+    purges.abort();
     db.close().await;
     tracing::info!("Stopped");
     Ok(())

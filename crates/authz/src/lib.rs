@@ -139,6 +139,21 @@ impl Authorizer {
         evaluator::check(&self.db, user, relation, object).await
     }
 
+    /// Succeeds when `user` has `permission` on `object`; otherwise
+    /// `permission_denied` naming the missing permission, with reason
+    /// `MISSING_PERMISSION` and the permission and object as metadata.
+    pub async fn require(
+        &self,
+        user: &ObjectRef,
+        permission: &str,
+        object: &ObjectRef,
+    ) -> Result<()> {
+        if self.check(user, permission, object).await? {
+            return Ok(());
+        }
+        Err(missing_permission(permission, object))
+    }
+
     /// Writes and deletes tuples atomically. Writing an existing tuple or
     /// deleting a missing one succeeds without change.
     pub async fn write(&self, writes: &[Tuple], deletes: &[Tuple]) -> Result<()> {
@@ -159,6 +174,40 @@ impl Authorizer {
     ) -> Result<()> {
         validate_batch(writes, deletes)?;
         store::write(connection, writes, deletes, agyn_core::time::now_micros()).await
+    }
+
+    /// Deletes every tuple on `object`, or only those of `relations`,
+    /// inside the caller's transaction. Returns how many were deleted.
+    pub async fn delete_object_in(
+        &self,
+        connection: &mut agyn_store::sqlx::AnyConnection,
+        object: &ObjectRef,
+        relations: Option<&[&str]>,
+    ) -> Result<u64> {
+        store::delete_on_object(connection, object, relations).await
+    }
+
+    /// Deletes `user`'s `relations` on every `object_type` object linked
+    /// to `parent` by `parent_relation`, inside the caller's transaction:
+    /// for example a member's roles on the agents of an organization.
+    pub async fn delete_user_relations_under_in(
+        &self,
+        connection: &mut agyn_store::sqlx::AnyConnection,
+        user: &ObjectRef,
+        object_type: &str,
+        relations: &[&str],
+        parent_relation: &str,
+        parent: &ObjectRef,
+    ) -> Result<u64> {
+        store::delete_user_relations_under(
+            connection,
+            user,
+            object_type,
+            relations,
+            parent_relation,
+            parent,
+        )
+        .await
     }
 
     /// Returns one page of tuples matching `filter`, ordered by object, relation
@@ -189,6 +238,17 @@ impl Authorizer {
         let relations = evaluator::same_object_relations(object_type, relation);
         store::list_objects(&self.db, object_type, &relations, user).await
     }
+}
+
+/// The `permission_denied` error of a failed [`Authorizer::require`].
+pub fn missing_permission(permission: &str, object: &ObjectRef) -> Error {
+    Error::permission_denied(format!(
+        "permission denied: {permission} on {}",
+        object.object_type
+    ))
+    .with_reason("MISSING_PERMISSION")
+    .with_metadata("permission", permission)
+    .with_metadata("object", object.to_string())
 }
 
 fn validate_batch(writes: &[Tuple], deletes: &[Tuple]) -> Result<()> {

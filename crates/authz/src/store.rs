@@ -207,3 +207,68 @@ pub async fn list_objects(
     ids.dedup();
     Ok(ids)
 }
+
+/// Deletes the tuples on `object`, only those of `relations` when given.
+pub async fn delete_on_object(
+    connection: &mut AnyConnection,
+    object: &ObjectRef,
+    relations: Option<&[&str]>,
+) -> Result<u64> {
+    let mut deleted = 0;
+    match relations {
+        None => {
+            deleted += sqlx::query("DELETE FROM tuples WHERE object_type = $1 AND object_id = $2")
+                .bind(&object.object_type)
+                .bind(&object.id)
+                .execute(&mut *connection)
+                .await?
+                .rows_affected();
+        }
+        Some(relations) => {
+            for relation in relations {
+                deleted += sqlx::query(
+                    "DELETE FROM tuples WHERE object_type = $1 AND object_id = $2 AND relation = $3",
+                )
+                .bind(&object.object_type)
+                .bind(&object.id)
+                .bind(*relation)
+                .execute(&mut *connection)
+                .await?
+                .rows_affected();
+            }
+        }
+    }
+    Ok(deleted)
+}
+
+/// Deletes `user`'s `relations` tuples on every object of `object_type`
+/// that holds the tuple `parent parent_relation <object>`.
+pub async fn delete_user_relations_under(
+    connection: &mut AnyConnection,
+    user: &ObjectRef,
+    object_type: &str,
+    relations: &[&str],
+    parent_relation: &str,
+    parent: &ObjectRef,
+) -> Result<u64> {
+    let mut deleted = 0;
+    for relation in relations {
+        deleted += sqlx::query(
+            "DELETE FROM tuples WHERE object_type = $1 AND relation = $2 \
+             AND subject_type = $3 AND subject_id = $4 AND object_id IN ( \
+             SELECT p.object_id FROM tuples p WHERE p.object_type = $1 AND p.relation = $5 \
+             AND p.subject_type = $6 AND p.subject_id = $7)",
+        )
+        .bind(object_type)
+        .bind(*relation)
+        .bind(&user.object_type)
+        .bind(&user.id)
+        .bind(parent_relation)
+        .bind(&parent.object_type)
+        .bind(&parent.id)
+        .execute(&mut *connection)
+        .await?
+        .rows_affected();
+    }
+    Ok(deleted)
+}

@@ -135,6 +135,19 @@ impl Error {
     pub fn reason(&self) -> Option<&'static str> {
         self.reason
     }
+
+    /// Whether this error wraps a database unique-key violation, the sign
+    /// that a concurrent writer committed the same key first.
+    pub fn is_unique_violation(&self) -> bool {
+        match self
+            .source
+            .as_deref()
+            .and_then(|source| source.downcast_ref::<sqlx::Error>())
+        {
+            Some(sqlx::Error::Database(database)) => database.is_unique_violation(),
+            _ => false,
+        }
+    }
 }
 
 impl fmt::Display for Error {

@@ -8,17 +8,23 @@
 
 mod auth;
 mod layer;
+pub mod transport;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use agyn_api_authorization::agynio::api::authorization::v1::AUTHORIZATION_SERVICE_SERVICE_NAME;
 use agyn_api_identity::agynio::api::identity::v1::IDENTITY_SERVICE_SERVICE_NAME;
+use agyn_api_organizations::agynio::api::organizations::v1::{
+    ORGANIZATIONS_GATEWAY_SERVICE_NAME, ORGANIZATIONS_SERVICE_SERVICE_NAME,
+};
 use agyn_api_users::agynio::api::users::v1::{
     USERS_GATEWAY_SERVICE_NAME, USERS_SERVICE_SERVICE_NAME,
 };
 use agyn_authz::Authorizer;
 use agyn_authz::service::AuthorizationRpc;
+use agyn_orgs::Organizations;
+use agyn_orgs::service::{OrganizationsGatewayRpc, OrganizationsRpc};
 use agyn_store::Db;
 use agyn_users::Users;
 use agyn_users::identity::IdentityRpc;
@@ -39,6 +45,7 @@ pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
 pub struct Platform {
     pub db: Db,
     pub users: Users,
+    pub orgs: Organizations,
     /// Origins allowed by CORS, e.g. `http://127.0.0.1:8080`.
     pub cors_origins: Vec<String>,
 }
@@ -51,11 +58,18 @@ fn connect_service(router: Router) -> ConnectRpcService {
 
 /// Builds the public listener's application.
 pub fn public_app(platform: &Platform) -> axum::Router {
-    let router = Router::new().add_service(Arc::new(UsersGatewayRpc::new(platform.users.clone())));
+    let router = Router::new()
+        .add_service(Arc::new(UsersGatewayRpc::new(platform.users.clone())))
+        .add_service(Arc::new(OrganizationsGatewayRpc::new(
+            platform.orgs.clone(),
+        )));
     let rpc = rpc_service(
         Listener::Public,
         router,
-        &[USERS_GATEWAY_SERVICE_NAME],
+        &[
+            USERS_GATEWAY_SERVICE_NAME,
+            ORGANIZATIONS_GATEWAY_SERVICE_NAME,
+        ],
         Some(public_service_names()),
         agyn_users::service::NOT_BUILT,
         platform,
@@ -78,6 +92,7 @@ pub fn internal_app(platform: &Platform) -> axum::Router {
     let router = Router::new()
         .add_service(Arc::new(UsersRpc::new(platform.users.clone())))
         .add_service(Arc::new(IdentityRpc::new(platform.db.clone())))
+        .add_service(Arc::new(OrganizationsRpc::new(platform.orgs.clone())))
         .add_service(Arc::new(AuthorizationRpc::new(Authorizer::new(
             platform.db.clone(),
         ))));
@@ -87,6 +102,7 @@ pub fn internal_app(platform: &Platform) -> axum::Router {
         &[
             USERS_SERVICE_SERVICE_NAME,
             IDENTITY_SERVICE_SERVICE_NAME,
+            ORGANIZATIONS_SERVICE_SERVICE_NAME,
             AUTHORIZATION_SERVICE_SERVICE_NAME,
         ],
         None,

@@ -49,3 +49,17 @@ CREATE TABLE devices (
 );
 
 CREATE INDEX devices_by_user ON devices (user_id, created_at, id);
+
+-- Idempotency keys of create calls: the first call with a key records the
+-- resource it created, and a repeat within the retention window returns
+-- that resource. `fingerprint` is a digest of the request, so a repeat
+-- with different content is refused.
+CREATE TABLE idempotency_keys (
+    scope       TEXT NOT NULL,
+    caller_id   TEXT NOT NULL,
+    request_key TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    resource_id TEXT NOT NULL,
+    created_at  BIGINT NOT NULL,
+    PRIMARY KEY (scope, caller_id, request_key)
+);

@@ -6,6 +6,7 @@
 //! stored as microseconds (`BIGINT`), ids as canonical UUID text and flags
 //! as `0`/`1` integers, the types that read back the same on both.
 
+pub mod idempotency;
 mod migrations;
 
 use std::path::Path;
