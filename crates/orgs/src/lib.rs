@@ -8,7 +8,7 @@
 
 #![allow(refining_impl_trait_internal, refining_impl_trait_reachable)]
 
-mod ops;
+pub mod ops;
 pub mod purge;
 pub mod service;
 pub mod slug;
