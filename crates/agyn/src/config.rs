@@ -38,6 +38,51 @@ pub struct ServeArgs {
     /// Replace the bootstrap admin's `bootstrap` API token and rewrite `<data_dir>/admin-token`.
     #[arg(long)]
     pub reset_admin_token: bool,
+    /// Base64 of the 32-byte master key that seals the platform CA's key [default: <data_dir>/master.key, created on first start].
+    #[arg(long, env = "AGYN_MASTER_KEY", hide_env_values = true)]
+    pub master_key: Option<String>,
+    /// PEM certificate chain of the public listener's TLS [default: a certificate issued by the platform CA].
+    #[arg(long, env = "AGYN_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of --tls-cert-file.
+    #[arg(long, env = "AGYN_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+    /// Comma-separated DNS names and IP addresses of the issued listener certificate [default: localhost,127.0.0.1].
+    #[arg(long, env = "AGYN_TLS_HOSTNAMES", value_delimiter = ',')]
+    pub tls_hostnames: Option<Vec<String>>,
+    #[command(flatten)]
+    pub oidc: OidcArgs,
+}
+
+/// OIDC sign-in flags of `agyn serve`, in the `[oidc]` table of
+/// `agyn.toml` without the `oidc_` prefix.
+#[derive(Args, Debug, Default)]
+#[command(next_help_heading = "OIDC sign-in")]
+pub struct OidcArgs {
+    /// Issuer URL: https, or http on a loopback host. Unset or empty disables OIDC sign-in.
+    #[arg(long, env = "AGYN_OIDC_ISSUER")]
+    pub oidc_issuer: Option<String>,
+    /// Value that the access token's `aud` claim must contain [default: any audience].
+    #[arg(long, env = "AGYN_OIDC_AUDIENCE")]
+    pub oidc_audience: Option<String>,
+    /// Source of a new user's profile: `token` (the access token's claims) or `userinfo` [default: userinfo].
+    #[arg(long, env = "AGYN_OIDC_PROFILE_SOURCE")]
+    pub oidc_profile_source: Option<String>,
+    /// Claim with the user's display name [default: name].
+    #[arg(long, env = "AGYN_OIDC_CLAIM_NAME")]
+    pub oidc_claim_name: Option<String>,
+    /// Claim with the user's email address [default: email].
+    #[arg(long, env = "AGYN_OIDC_CLAIM_EMAIL")]
+    pub oidc_claim_email: Option<String>,
+    /// Claim with the URL of the user's picture [default: picture].
+    #[arg(long, env = "AGYN_OIDC_CLAIM_PICTURE")]
+    pub oidc_claim_picture: Option<String>,
+    /// Claim from which the username is derived [default: preferred_username].
+    #[arg(long, env = "AGYN_OIDC_CLAIM_USERNAME")]
+    pub oidc_claim_username: Option<String>,
+    /// Boolean claim that the email address is verified [default: email_verified].
+    #[arg(long, env = "AGYN_OIDC_CLAIM_EMAIL_VERIFIED")]
+    pub oidc_claim_email_verified: Option<String>,
 }
 
 /// Keys read from `<data_dir>/agyn.toml`.
@@ -50,6 +95,16 @@ struct FileConfig {
     public_url: Option<String>,
     cors: Option<CorsFile>,
     log: Option<LogFile>,
+    tls: Option<TlsFile>,
+    oidc: Option<OidcFile>,
+}
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+struct TlsFile {
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    hostnames: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -63,6 +118,19 @@ struct CorsFile {
 struct LogFile {
     level: Option<String>,
     format: Option<String>,
+}
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+struct OidcFile {
+    issuer: Option<String>,
+    audience: Option<String>,
+    profile_source: Option<String>,
+    claim_name: Option<String>,
+    claim_email: Option<String>,
+    claim_picture: Option<String>,
+    claim_username: Option<String>,
+    claim_email_verified: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +150,13 @@ pub struct Config {
     pub log_level: String,
     pub log_format: LogFormat,
     pub reset_admin_token: bool,
+    /// Base64 master key from the flag or environment; `None` reads or
+    /// creates `<data_dir>/master.key`.
+    pub master_key: Option<agyn_core::Secret<String>>,
+    /// Certificate of the public listener's TLS.
+    pub tls: agyn_pki::ServerCertificate,
+    /// `None` when no OIDC issuer is configured.
+    pub oidc: Option<agyn_oidc::OidcConfig>,
 }
 
 impl Config {
@@ -135,6 +210,28 @@ impl Config {
                 return Err(format!("invalid log format {other:?}: use text or json"));
             }
         };
+        let tls_file = file.tls.unwrap_or_default();
+        let tls = match (
+            args.tls_cert_file.or(tls_file.cert_file),
+            args.tls_key_file.or(tls_file.key_file),
+        ) {
+            (Some(cert_file), Some(key_file)) => agyn_pki::ServerCertificate::Files {
+                cert_file,
+                key_file,
+            },
+            (None, None) => match args.tls_hostnames.or(tls_file.hostnames) {
+                Some(hostnames) if !hostnames.is_empty() => {
+                    agyn_pki::ServerCertificate::Issue { hostnames }
+                }
+                _ => agyn_pki::ServerCertificate::default(),
+            },
+            _ => return Err("tls_cert_file and tls_key_file must be set together".to_string()),
+        };
+        let master_key = args
+            .master_key
+            .filter(|key| !key.is_empty())
+            .map(agyn_core::Secret::new);
+        let oidc = resolve_oidc(args.oidc, file.oidc.unwrap_or_default())?;
         Ok(Self {
             data_dir,
             database_url,
@@ -144,8 +241,59 @@ impl Config {
             log_level,
             log_format,
             reset_admin_token: args.reset_admin_token,
+            master_key,
+            tls,
+            oidc,
         })
     }
+}
+
+/// Layers the OIDC flags over the `[oidc]` table. An unset or empty
+/// issuer turns OIDC sign-in off, and an empty audience accepts any.
+fn resolve_oidc(args: OidcArgs, file: OidcFile) -> Result<Option<agyn_oidc::OidcConfig>, String> {
+    let issuer = args.oidc_issuer.or(file.issuer).unwrap_or_default();
+    if issuer.is_empty() {
+        return Ok(None);
+    }
+    let mut config = agyn_oidc::OidcConfig::new(issuer);
+    config.audience = args
+        .oidc_audience
+        .or(file.audience)
+        .filter(|audience| !audience.is_empty());
+    if let Some(source) = args.oidc_profile_source.or(file.profile_source) {
+        config.profile_source = agyn_oidc::ProfileSource::parse(&source).ok_or_else(|| {
+            format!("invalid oidc_profile_source {source:?}: use token or userinfo")
+        })?;
+    }
+    let claims = [
+        (
+            args.oidc_claim_name.or(file.claim_name),
+            &mut config.claims.name,
+        ),
+        (
+            args.oidc_claim_email.or(file.claim_email),
+            &mut config.claims.email,
+        ),
+        (
+            args.oidc_claim_picture.or(file.claim_picture),
+            &mut config.claims.picture,
+        ),
+        (
+            args.oidc_claim_username.or(file.claim_username),
+            &mut config.claims.username,
+        ),
+        (
+            args.oidc_claim_email_verified.or(file.claim_email_verified),
+            &mut config.claims.email_verified,
+        ),
+    ];
+    for (value, claim) in claims {
+        if let Some(value) = value {
+            *claim = value;
+        }
+    }
+    config.validate().map_err(|error| error.to_string())?;
+    Ok(Some(config))
 }
 
 /// Accepts a level (`trace` ... `error`, `off`) or a `tracing` filter with
@@ -292,6 +440,73 @@ mod tests {
         assert!(validate_log_level("info,agyn=debug").is_ok());
         assert!(validate_log_level("WARN").is_ok());
         assert!(validate_log_level("sqlx=warn").is_ok());
+    }
+
+    #[test]
+    fn oidc_is_off_without_an_issuer() {
+        let dir = std::env::temp_dir().join("agyn-config-no-oidc");
+        assert_eq!(Config::resolve(args_in(&dir)).unwrap().oidc, None);
+        let mut args = args_in(&dir);
+        args.oidc.oidc_issuer = Some(String::new());
+        args.oidc.oidc_audience = Some("agyn".into());
+        assert_eq!(Config::resolve(args).unwrap().oidc, None);
+    }
+
+    #[test]
+    fn oidc_flags_override_the_file() {
+        let dir = std::env::temp_dir().join(format!("agyn-config-oidc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("agyn.toml"),
+            "[oidc]\nissuer = \"https://id.example.com\"\naudience = \"agyn\"\nprofile_source = \"token\"\nclaim_username = \"login\"\n",
+        )
+        .unwrap();
+        let oidc = Config::resolve(args_in(&dir)).unwrap().oidc.unwrap();
+        assert_eq!(oidc.issuer, "https://id.example.com");
+        assert_eq!(oidc.audience.as_deref(), Some("agyn"));
+        assert_eq!(oidc.profile_source, agyn_oidc::ProfileSource::Token);
+        assert_eq!(oidc.claims.username, "login");
+        assert_eq!(oidc.claims.name, "name");
+        assert_eq!(oidc.claims.email_verified, "email_verified");
+
+        let mut args = args_in(&dir);
+        args.oidc.oidc_issuer = Some("http://127.0.0.1:9000/realms/agyn".into());
+        args.oidc.oidc_audience = Some(String::new());
+        args.oidc.oidc_claim_email = Some("mail".into());
+        let oidc = Config::resolve(args).unwrap().oidc.unwrap();
+        assert_eq!(oidc.issuer, "http://127.0.0.1:9000/realms/agyn");
+        assert_eq!(oidc.audience, None);
+        assert_eq!(oidc.claims.email, "mail");
+        assert_eq!(oidc.claims.username, "login");
+
+        std::fs::write(dir.join("agyn.toml"), "[oidc]\nissuer_url = \"x\"\n").unwrap();
+        let error = Config::resolve(args_in(&dir)).unwrap_err();
+        assert!(error.contains("unknown field `issuer_url`"), "{error}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn bad_oidc_values_are_rejected() {
+        let dir = std::env::temp_dir().join("agyn-config-bad-oidc");
+        let mut args = args_in(&dir);
+        args.oidc.oidc_issuer = Some("http://id.example.com".into());
+        let error = Config::resolve(args).unwrap_err();
+        assert!(error.starts_with("invalid oidc_issuer"), "{error}");
+
+        let mut args = args_in(&dir);
+        args.oidc.oidc_issuer = Some("https://id.example.com".into());
+        args.oidc.oidc_profile_source = Some("id_token".into());
+        let error = Config::resolve(args).unwrap_err();
+        assert_eq!(
+            error,
+            "invalid oidc_profile_source \"id_token\": use token or userinfo"
+        );
+
+        let mut args = args_in(&dir);
+        args.oidc.oidc_issuer = Some("https://id.example.com".into());
+        args.oidc.oidc_claim_picture = Some(String::new());
+        let error = Config::resolve(args).unwrap_err();
+        assert_eq!(error, "invalid oidc_claim_picture \"\": name a claim");
     }
 
     #[test]

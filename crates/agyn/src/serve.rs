@@ -5,6 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use agyn_gateway::Platform;
+use agyn_gateway::transport::Transport;
 use agyn_store::Db;
 use agyn_users::Users;
 use agyn_users::bootstrap::Outcome;
@@ -32,7 +33,22 @@ pub async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
 
     prepare_data_dir(&config.data_dir)?;
     let db = Db::open(&config.database_url).await?;
-    let users = Users::new(db.clone());
+    let master_key = match &config.master_key {
+        Some(encoded) => agyn_pki::MasterKey::from_base64(encoded.expose())
+            .map_err(|error| format!("invalid --master-key: {error}"))?,
+        None => {
+            let (key, created) = agyn_pki::MasterKey::load_or_create(&config.data_dir)?;
+            if created {
+                tracing::info!(
+                    file = %config.data_dir.join("master.key").display(),
+                    "Master key created; back it up, the platform CA cannot be opened without it"
+                );
+            }
+            key
+        }
+    };
+    let pki = agyn_pki::Pki::load_or_create(db.clone(), &master_key).await?;
+    let users = Users::new(db.clone()).with_pki(pki.clone());
     let bootstrap = users
         .bootstrap(&config.data_dir)
         .await
@@ -47,10 +63,20 @@ pub async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     }
 
     let orgs = agyn_orgs::Organizations::new(db.clone(), Vec::new());
+    let oidc = match config.oidc.clone() {
+        Some(oidc) => Some(oidc_sign_in(oidc, &users)?),
+        None => None,
+    };
+    write_admin_credentials(&pki, &config.data_dir).await?;
+    let public_tls = pki
+        .server_config(&config.tls, agyn_pki::ClientAuth::Optional)
+        .await?;
     let platform = Platform {
         db: db.clone(),
         users,
         orgs: orgs.clone(),
+        pki: pki.clone(),
+        oidc,
         cors_origins: config.cors_allowed_origins.clone(),
     };
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -58,16 +84,29 @@ pub async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     tasks.spawn(serve(
         public,
         agyn_gateway::public_app(&platform),
+        Transport::Mixed(public_tls),
         shutdown_rx.clone(),
     ));
-    tracing::info!(address = %config.listen, "Public listener started");
+    tracing::info!(address = %config.listen, "Public listener started (plaintext and TLS)");
     if let Some((listener, address)) = internal {
+        let hostnames = vec![
+            "localhost".to_string(),
+            address.ip().to_string(),
+            "127.0.0.1".to_string(),
+        ];
+        let internal_tls = pki
+            .server_config(
+                &agyn_pki::ServerCertificate::Issue { hostnames },
+                agyn_pki::ClientAuth::Optional,
+            )
+            .await?;
         tasks.spawn(serve(
             listener,
             agyn_gateway::internal_app(&platform),
+            Transport::TlsOnly(internal_tls),
             shutdown_rx,
         ));
-        tracing::info!(%address, "Internal listener started");
+        tracing::info!(%address, "Internal listener started (mutual TLS)");
     }
 
     let mut purge_stop = shutdown_tx.subscribe();
@@ -100,6 +139,24 @@ pub async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     db.close().await;
     tracing::info!("Stopped");
     Ok(())
+}
+
+/// Builds OIDC sign-in and fetches the issuer's keys in the background,
+/// so that an unreachable or misconfigured issuer shows in the log at
+/// start. Sign-in fetches them again on the first token if this fails.
+fn oidc_sign_in(config: agyn_oidc::OidcConfig, users: &Users) -> Result<agyn_oidc::SignIn, String> {
+    let issuer = config.issuer.clone();
+    let verifier = agyn_oidc::Verifier::new(config).map_err(|error| error.to_string())?;
+    tracing::info!(%issuer, "OIDC sign-in enabled");
+    let prefetch = verifier.clone();
+    tokio::spawn(async move {
+        match prefetch.prefetch().await {
+            Ok(keys) => tracing::info!(%issuer, keys, "OIDC signing keys loaded"),
+            // The verifier has logged the cause.
+            Err(error) => tracing::warn!(%issuer, %error, "OIDC signing keys not loaded at start"),
+        }
+    });
+    Ok(agyn_oidc::SignIn::new(verifier, users.clone()))
 }
 
 fn backend_name(url: &str) -> &'static str {
@@ -148,13 +205,90 @@ fn prepare_data_dir(dir: &Path) -> Result<(), String> {
 async fn serve(
     listener: TcpListener,
     app: axum::Router,
+    transport: Transport,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = shutdown.wait_for(|stop| *stop).await;
-        })
+    agyn_gateway::transport::serve(listener, app, transport, async move {
+        let _ = shutdown.wait_for(|stop| *stop).await;
+    })
+    .await
+}
+
+/// Files of the `admin` component credential, for operator tooling on
+/// the internal listener.
+const ADMIN_CERT_FILE: &str = "admin-client.crt";
+const ADMIN_KEY_FILE: &str = "admin-client.key";
+const CA_FILE: &str = "ca.crt";
+
+/// Component certificates last a year; the admin credential is reissued
+/// at startup once its files are older than this.
+const ADMIN_REISSUE_AGE: Duration = Duration::from_secs(335 * 24 * 3600);
+
+/// Writes the platform CA certificate and an `admin` component
+/// certificate with its key to the data directory (key mode 0600), unless
+/// a recent one is there.
+async fn write_admin_credentials(
+    pki: &agyn_pki::Pki,
+    data_dir: &Path,
+) -> Result<(), Box<dyn std::error::Error>> {
+    write_atomically(
+        &data_dir.join(CA_FILE),
+        pki.ca_certificate_pem().as_bytes(),
+        0o644,
+    )?;
+    let cert_path = data_dir.join(ADMIN_CERT_FILE);
+    let fresh = std::fs::metadata(&cert_path)
+        .and_then(|metadata| metadata.modified())
+        .ok()
+        .and_then(|modified| modified.elapsed().ok())
+        .is_some_and(|age| age < ADMIN_REISSUE_AGE);
+    if fresh && data_dir.join(ADMIN_KEY_FILE).exists() {
+        return Ok(());
+    }
+    let issued = pki
+        .issue(
+            &agyn_pki::Subject::Component {
+                name: "admin".to_string(),
+            },
+            agyn_pki::KeySource::Generate,
+        )
         .await
+        .map_err(|error| format!("failed to issue the admin certificate: {error}"))?;
+    let key = issued
+        .private_key_pem
+        .ok_or("the admin certificate was issued without a key")?;
+    write_atomically(
+        &data_dir.join(ADMIN_KEY_FILE),
+        key.expose().as_bytes(),
+        0o600,
+    )?;
+    write_atomically(&cert_path, issued.certificate_pem.as_bytes(), 0o644)?;
+    tracing::info!(
+        serial = %issued.serial,
+        certificate = %cert_path.display(),
+        "Admin component certificate written"
+    );
+    Ok(())
+}
+
+/// Writes `contents` to `path` through a temporary file and a rename, so
+/// that readers never see a partial file.
+fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let temporary = path.with_extension("tmp");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(mode);
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    let mut file = options.open(&temporary)?;
+    file.write_all(contents)?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, path)
 }
 
 fn report_bootstrap(outcome: Outcome, data_dir: &Path) {

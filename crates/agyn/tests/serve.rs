@@ -168,35 +168,6 @@ async fn unbuilt_and_internal_methods() {
         .await
         .unwrap_err();
     assert_eq!(error.code, ErrorCode::Unimplemented);
-
-    // The internal listener serves them, with the caller forwarded.
-    let me = UsersServiceClient::new(
-        HttpClient::plaintext_http2_only(),
-        ClientConfig::new(
-            format!("http://127.0.0.1:{}", server.internal_port)
-                .parse()
-                .unwrap(),
-        )
-        .with_protocol(Protocol::Grpc),
-    );
-    let admin_id = std::fs::read_to_string(server.data_dir.join("server.log"))
-        .unwrap()
-        .lines()
-        .find_map(|line| line.split("admin_id=").nth(1))
-        .and_then(|rest| rest.split_whitespace().next())
-        .map(str::to_string)
-        .expect("bootstrap logs the admin id");
-    let response = me
-        .get_me_with_options(
-            GetMeRequest::default(),
-            CallOptions::default()
-                .with_header("x-identity-id", admin_id.as_str())
-                .with_header("x-identity-type", "user"),
-        )
-        .await
-        .unwrap()
-        .into_owned();
-    assert_eq!(response.user.as_option().unwrap().username, "admin");
 }
 
 #[tokio::test]
@@ -334,69 +305,61 @@ async fn second_signal_stops_stalled_shutdown() {
 
 #[tokio::test]
 async fn authorization_service_on_internal_listener() {
-    use agyn_api_authorization::agynio::api::authorization::v1::{
-        AuthorizationServiceClient, CheckRequest, Tuple, WriteRequest,
-    };
+    use serde_json::json;
     let server = Server::start();
-    let internal: http::Uri = format!("http://127.0.0.1:{}", server.internal_port)
-        .parse()
-        .unwrap();
-    let authz = AuthorizationServiceClient::new(
-        HttpClient::plaintext_http2_only(),
-        ClientConfig::new(internal).with_protocol(Protocol::Grpc),
+    let admin = server.admin_credentials();
+    let component = support::tls_client(&admin.ca_pem, Some((&admin.cert_pem, &admin.key_pem)));
+    let internal = server.internal_url();
+    let call = |method: &'static str, body: serde_json::Value| {
+        let component = component.clone();
+        let internal = internal.clone();
+        async move {
+            support::connect_json(
+                &component,
+                &internal,
+                &format!("agynio.api.authorization.v1.AuthorizationService/{method}"),
+                body,
+                None,
+            )
+            .await
+        }
+    };
+    let tuple = |user: &str, relation: &str, object: &str| json!({"user": user, "relation": relation, "object": object});
+    let (status, body) = call(
+        "Write",
+        json!({"writes": [
+            tuple("identity:alice", "owner", "organization:o1"),
+            tuple("cluster:global", "cluster", "organization:o1"),
+        ]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let check = |user: &str, relation: &str| tuple(user, relation, "organization:o1");
+    let (_, allowed) = call("Check", check("identity:alice", "can_manage")).await;
+    assert_eq!(allowed["allowed"], true);
+    let (_, denied) = call("Check", check("identity:bob", "can_read")).await;
+    assert_eq!(denied["allowed"], false);
+    let (status, invalid) = call(
+        "Write",
+        json!({"writes": [tuple("identity:bob", "can_read", "organization:o1")]}),
+    )
+    .await;
+    assert_eq!(
+        (status, invalid["code"].as_str()),
+        (400, Some("invalid_argument"))
     );
-    let tuple = |user: &str, relation: &str, object: &str| Tuple {
-        user: user.into(),
-        relation: relation.into(),
-        object: object.into(),
-        ..Default::default()
-    };
-    authz
-        .write(WriteRequest {
-            writes: vec![
-                tuple("identity:alice", "owner", "organization:o1"),
-                tuple("cluster:global", "cluster", "organization:o1"),
-            ],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let check = |user: &str, relation: &str| CheckRequest {
-        user: user.into(),
-        relation: relation.into(),
-        object: "organization:o1".into(),
-        ..Default::default()
-    };
-    let allowed = authz
-        .check(check("identity:alice", "can_manage"))
-        .await
-        .unwrap();
-    assert!(allowed.into_owned().allowed);
-    let denied = authz
-        .check(check("identity:bob", "can_read"))
-        .await
-        .unwrap();
-    assert!(!denied.into_owned().allowed);
-    let invalid = authz
-        .write(WriteRequest {
-            writes: vec![tuple("identity:bob", "can_read", "organization:o1")],
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(invalid.code, ErrorCode::InvalidArgument);
 
     // The service is internal only: the public listener does not route it.
-    let public = AuthorizationServiceClient::new(
-        HttpClient::plaintext_http2_only(),
-        ClientConfig::new(server.base_url().parse().unwrap()).with_protocol(Protocol::Grpc),
+    let (status, body) = support::connect_json(
+        &reqwest::Client::new(),
+        &server.base_url(),
+        "agynio.api.authorization.v1.AuthorizationService/Check",
+        check("identity:alice", "can_manage"),
+        Some(&server.admin_token),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("unimplemented"))
     );
-    let error = public
-        .check_with_options(
-            check("identity:alice", "can_manage"),
-            bearer(&server.admin_token),
-        )
-        .await
-        .unwrap_err();
-    assert_eq!(error.code, ErrorCode::Unimplemented);
 }

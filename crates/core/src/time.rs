@@ -22,6 +22,18 @@ pub fn timestamp(micros: i64) -> Timestamp {
     }
 }
 
+/// Formats stored microseconds as RFC 3339 in UTC, such as
+/// `2026-12-04T10:15:00.123456Z`, for JSON routes outside Connect.
+pub fn rfc3339(micros: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000)
+        .ok()
+        .and_then(|at| {
+            at.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
 /// Earliest and latest seconds a `google.protobuf.Timestamp` may hold:
 /// 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z.
 const MIN_SECONDS: i64 = -62_135_596_800;

@@ -1,19 +1,29 @@
 //! Turning a request's credential into a [`Caller`].
 
-use agyn_core::{Caller, CredentialKind, Error, Secret};
+use agyn_core::{Caller, CredentialKind, Error, IdentityKind, Secret};
+use agyn_oidc::SignIn;
 use agyn_users::Users;
 use agyn_users::tokens::{ENROLLMENT_TOKEN_PREFIX, SERVICE_TOKEN_PREFIX, looks_like_api_token};
 use http::HeaderMap;
 
-/// Authenticates public requests by bearer API token.
+/// Authenticates public requests by bearer API token or, when OIDC is
+/// configured, by OIDC access token.
 #[derive(Clone)]
 pub struct Authenticator {
     users: Users,
+    oidc: Option<SignIn>,
 }
 
 impl Authenticator {
     pub fn new(users: Users) -> Self {
-        Self { users }
+        Self { users, oidc: None }
+    }
+
+    /// Accepts OIDC access tokens through `sign_in`; `None` accepts API
+    /// tokens only.
+    pub fn with_oidc(mut self, sign_in: Option<SignIn>) -> Self {
+        self.oidc = sign_in;
+        self
     }
 
     /// Resolves the `Authorization` header to a caller. The token value is
@@ -27,9 +37,16 @@ impl Authenticator {
             ));
         }
         if !looks_like_api_token(value) {
-            // NOTE: OIDC access tokens are not verified yet, so every bearer
-            // value that is not an API token is rejected.
-            return Err(Error::unauthenticated("invalid credential"));
+            let Some(sign_in) = &self.oidc else {
+                return Err(Error::unauthenticated("invalid credential"));
+            };
+            let identity_id = sign_in.authenticate(&token).await?;
+            return Ok(Caller::Identity {
+                identity_id,
+                kind: IdentityKind::User,
+                workload_id: None,
+                credential: CredentialKind::Oidc,
+            });
         }
         let identity = self.users.authenticate_token(&token).await?;
         Ok(Caller::Identity {

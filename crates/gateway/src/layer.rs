@@ -10,18 +10,23 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use agyn_core::{Caller, CredentialKind, Error, IdentityKind};
+use agyn_pki::{PeerCertificate, Pki};
+use agyn_users::Users;
 use connectrpc::{ConnectError, ConnectRpcBody};
 use http::{HeaderMap, HeaderValue, Request, Response, Uri};
 
 use crate::auth::Authenticator;
+use crate::policy;
 
 /// Listener that a [`GatewayLayer`] guards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Listener {
     /// Public: clients authenticate with a credential.
     Public,
-    /// Internal: platform components; the gateway component forwards the
-    /// caller in `x-identity-id` / `x-identity-type`.
+    /// Internal: platform components, each authenticated by its
+    /// certificate and checked against the method's allow-list. A
+    /// component may forward the identity it acts for in `x-identity-id`
+    /// and `x-identity-type`.
     Internal,
 }
 
@@ -44,14 +49,24 @@ pub struct GatewayLayer {
 struct Shared {
     listener: Listener,
     authenticator: Authenticator,
+    pki: Pki,
+    users: Users,
     /// Every gateway method, mapped to whether its handler is built.
     gateway_methods: HashMap<&'static str, bool>,
+    /// Every procedure path the router serves.
+    implemented: HashSet<String>,
 }
 
 impl GatewayLayer {
     /// `implemented` lists the procedure paths the router serves; other
     /// gateway methods return `unimplemented` naming the method.
-    pub fn new(listener: Listener, authenticator: Authenticator, implemented: Vec<String>) -> Self {
+    pub fn new(
+        listener: Listener,
+        authenticator: Authenticator,
+        pki: Pki,
+        users: Users,
+        implemented: Vec<String>,
+    ) -> Self {
         let implemented: HashSet<String> = implemented
             .into_iter()
             .map(|path| format!("/{}", path.trim_start_matches('/')))
@@ -64,7 +79,10 @@ impl GatewayLayer {
             shared: Arc::new(Shared {
                 listener,
                 authenticator,
+                pki,
+                users,
                 gateway_methods,
+                implemented,
             }),
         }
     }
@@ -152,9 +170,17 @@ impl Shared {
                 if built.is_none() {
                     return Err(Error::unimplemented(format!("unknown method {path}")));
                 }
-                self.authenticator.authenticate(request.headers()).await?
+                // A client certificate decides alone; bearer headers are
+                // then ignored.
+                match request.extensions().get::<PeerCertificate>().cloned() {
+                    Some(peer) => self.certificate_caller(&peer).await?,
+                    None => self.authenticator.authenticate(request.headers()).await?,
+                }
             }
-            Listener::Internal => forwarded_caller(request.headers()),
+            Listener::Internal => {
+                let peer = request.extensions().get::<PeerCertificate>().cloned();
+                self.component_caller(peer, request.headers(), path).await?
+            }
         };
         if built == Some(false) {
             let method = path.trim_start_matches('/');
@@ -163,6 +189,66 @@ impl Shared {
             )));
         }
         Ok(Some(caller))
+    }
+}
+
+impl Shared {
+    /// The identity a client certificate on the public listener acts as.
+    async fn certificate_caller(&self, peer: &PeerCertificate) -> Result<Caller, Error> {
+        let peer = self.pki.verify_peer(&peer.0).await?;
+        let Some((identity_id, kind)) = peer.identity else {
+            return Err(Error::unauthenticated(
+                "component certificates are accepted only on the internal listener",
+            ));
+        };
+        // NOTE: workload certificates are not checked against the
+        // workload's state yet; runners and workloads are not built.
+        if let Some(device_id) = &peer.device_id {
+            self.users.device_seen(device_id);
+        }
+        Ok(Caller::Identity {
+            identity_id,
+            kind,
+            workload_id: peer.workload_id,
+            credential: CredentialKind::Certificate,
+        })
+    }
+
+    /// Authenticates an internal request by its component certificate and
+    /// checks the method's allow-list.
+    async fn component_caller(
+        &self,
+        peer: Option<PeerCertificate>,
+        headers: &HeaderMap,
+        path: &str,
+    ) -> Result<Caller, Error> {
+        let Some(peer) = peer else {
+            return Err(Error::unauthenticated(
+                "the internal listener requires a client certificate issued by the platform CA",
+            ));
+        };
+        let peer = self.pki.verify_peer(&peer.0).await?;
+        let method = path.trim_start_matches('/');
+        let Some(component) = peer.component.as_deref().and_then(policy::component) else {
+            let kind = peer
+                .identity
+                .as_ref()
+                .map_or("unknown", |(_, kind)| kind.as_str());
+            return Err(Error::permission_denied(format!(
+                "{kind} certificates cannot call internal methods such as {method}"
+            ))
+            .with_reason("CALLER_NOT_ALLOWED"));
+        };
+        if !self.implemented.contains(path) && !is_anonymous(path) {
+            return Err(Error::unimplemented(format!("unknown method {path}")));
+        }
+        if !policy::allowed_components(path).contains(&component) {
+            return Err(Error::permission_denied(format!(
+                "component {component} may not call {method}"
+            ))
+            .with_reason("CALLER_NOT_ALLOWED"));
+        }
+        Ok(forwarded_caller(headers, component))
     }
 }
 
@@ -233,9 +319,9 @@ fn remove_identity_headers(headers: &mut HeaderMap) {
     }
 }
 
-/// Returns the caller of an internal request: the identity the gateway
-/// component forwarded, or the calling component itself.
-fn forwarded_caller(headers: &HeaderMap) -> Caller {
+/// Returns the caller of an internal request: the identity the calling
+/// component forwarded, or the component itself.
+fn forwarded_caller(headers: &HeaderMap, component: &'static str) -> Caller {
     let header = |name| {
         headers
             .get(name)
@@ -251,7 +337,7 @@ fn forwarded_caller(headers: &HeaderMap) -> Caller {
             workload_id: header("x-workload-id").map(str::to_string),
             credential: CredentialKind::Certificate,
         },
-        None => Caller::Component("internal"),
+        None => Caller::Component(component),
     }
 }
 
@@ -361,13 +447,16 @@ mod tests {
     #[test]
     fn forwarded_caller_needs_valid_headers() {
         let mut headers = HeaderMap::new();
-        assert_eq!(forwarded_caller(&headers), Caller::Component("internal"));
+        assert_eq!(
+            forwarded_caller(&headers, "admin"),
+            Caller::Component("admin")
+        );
         headers.insert(
             "x-identity-id",
             "0190a2b4-1c2d-7e8f-9a0b-1c2d3e4f5a6b".parse().unwrap(),
         );
         headers.insert("x-identity-type", "user".parse().unwrap());
-        let caller = forwarded_caller(&headers);
+        let caller = forwarded_caller(&headers, "gateway");
         assert_eq!(
             caller.user_id(),
             Some("0190a2b4-1c2d-7e8f-9a0b-1c2d3e4f5a6b")

@@ -7,7 +7,9 @@
 //! the internal `<Service>Service`s.
 
 mod auth;
+mod enroll;
 mod layer;
+mod policy;
 pub mod transport;
 
 use std::sync::Arc;
@@ -46,8 +48,27 @@ pub struct Platform {
     pub db: Db,
     pub users: Users,
     pub orgs: Organizations,
+    /// The platform CA, which verifies client certificates.
+    pub pki: agyn_pki::Pki,
+    /// OIDC sign-in; `None` when no issuer is configured.
+    pub oidc: Option<agyn_oidc::SignIn>,
     /// Origins allowed by CORS, e.g. `http://127.0.0.1:8080`.
     pub cors_origins: Vec<String>,
+}
+
+impl Platform {
+    /// A platform with no CORS origins and no OIDC issuer. `users` is
+    /// given the CA for device enrollment.
+    pub fn new(db: Db, users: Users, orgs: Organizations, pki: agyn_pki::Pki) -> Self {
+        Self {
+            db,
+            users: users.with_pki(pki.clone()),
+            orgs,
+            pki,
+            oidc: None,
+            cors_origins: Vec::new(),
+        }
+    }
 }
 
 fn connect_service(router: Router) -> ConnectRpcService {
@@ -71,7 +92,7 @@ pub fn public_app(platform: &Platform) -> axum::Router {
             ORGANIZATIONS_GATEWAY_SERVICE_NAME,
         ],
         Some(public_service_names()),
-        agyn_users::service::NOT_BUILT,
+        &[],
         platform,
     );
     let db = platform.db.clone();
@@ -79,15 +100,19 @@ pub fn public_app(platform: &Platform) -> axum::Router {
         .route("/healthz", get(healthz))
         .route("/api/healthz", get(healthz))
         .route("/readyz", get(move || readyz(db.clone())))
+        .route(
+            "/enroll",
+            axum::routing::post(enroll::enroll)
+                .with_state(enroll::Enrollment::new(platform.users.clone())),
+        )
         .fallback_service(rpc)
         .layer(cors(&platform.cors_origins))
 }
 
-/// Builds the internal listener's application.
-///
-/// NOTE: this listener serves plain h2c without authenticating the peer;
-/// bind it to loopback only. Mutual TLS and the per-method caller
-/// allow-list are not built yet.
+/// Builds the internal listener's application. Serve it over TLS that
+/// asks for client certificates ([`transport::Transport::TlsOnly`]): each
+/// request must carry a platform-issued component certificate allowed to
+/// call its method.
 pub fn internal_app(platform: &Platform) -> axum::Router {
     let router = Router::new()
         .add_service(Arc::new(UsersRpc::new(platform.users.clone())))
@@ -143,7 +168,9 @@ fn rpc_service(
     let router = connectrpc_reflection::install(router, reflector);
     let gateway = GatewayLayer::new(
         listener,
-        Authenticator::new(platform.users.clone()),
+        Authenticator::new(platform.users.clone()).with_oidc(platform.oidc.clone()),
+        platform.pki.clone(),
+        platform.users.clone(),
         implemented,
     );
     gateway.layer(connect_service(router))

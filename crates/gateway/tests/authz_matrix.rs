@@ -75,6 +75,7 @@ struct Fixture {
     target: String,
     owner_id: String,
     owner_token: String,
+    owner_device: String,
 }
 
 fn rows() -> Vec<Row> {
@@ -125,6 +126,31 @@ fn rows() -> Vec<Row> {
             method: users("RevokeAPIToken"),
             case: "the owner's token",
             body: |f| json!({"id": f.owner_token}),
+            expect: [
+                UNAUTHENTICATED,
+                NOT_FOUND,
+                NOT_FOUND,
+                OK,
+                NOT_FOUND,
+                NOT_FOUND,
+            ],
+        },
+        Row {
+            method: users("CreateDevice"),
+            case: "",
+            body: |_| json!({"name": "laptop"}),
+            expect: every_user,
+        },
+        Row {
+            method: users("ListDevices"),
+            case: "",
+            body: |_| json!({}),
+            expect: every_user,
+        },
+        Row {
+            method: users("DeleteDevice"),
+            case: "the owner's device",
+            body: |f| json!({"id": f.owner_device}),
             expect: [
                 UNAUTHENTICATED,
                 NOT_FOUND,
@@ -283,7 +309,11 @@ impl World {
         let db = agyn_store::testing::fresh(backend).await;
         let users = Users::new(db.clone());
         let orgs = Organizations::new(db.clone(), Vec::new());
-        let platform = Platform::new(db, users.clone(), orgs.clone());
+        let pki = agyn_pki::Pki::load_or_create(db.clone(), &agyn_pki::MasterKey::generate())
+            .await
+            .unwrap();
+        let platform = Platform::new(db, users, orgs.clone(), pki);
+        let users = platform.users.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let app = agyn_gateway::public_app(&platform);
@@ -382,7 +412,15 @@ impl World {
             .unwrap()
             .token
             .id;
+        let owner_device = self
+            .users
+            .create_device(&owner, "workstation")
+            .await
+            .unwrap()
+            .device
+            .id;
         Fixture {
+            owner_device,
             org,
             other_org,
             member_membership,

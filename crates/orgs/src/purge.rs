@@ -178,12 +178,12 @@ impl Organizations {
 
     async fn persist_step(&self, id: &str, step: &str) -> Result<()> {
         let mut tx = self.db.begin_write().await?;
-        if let Some(mut org) = store::org_by_id(&mut tx, id).await? {
-            if org.deletion_step != step {
-                org.deletion_step = step.to_string();
-                org.updated_at = now_micros().max(org.updated_at);
-                store::update_org(&mut tx, &org).await?;
-            }
+        if let Some(mut org) = store::org_by_id(&mut tx, id).await?
+            && org.deletion_step != step
+        {
+            org.deletion_step = step.to_string();
+            org.updated_at = now_micros().max(org.updated_at);
+            store::update_org(&mut tx, &org).await?;
         }
         tx.commit().await?;
         Ok(())

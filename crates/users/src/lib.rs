@@ -9,10 +9,11 @@
 
 pub mod bootstrap;
 mod cache;
+pub mod devices;
 pub mod encoded;
 pub mod identity;
 mod ops;
-mod rate_limit;
+pub mod rate_limit;
 pub mod service;
 mod store;
 pub mod tokens;
@@ -49,6 +50,9 @@ pub struct Users {
     search_limiter: Arc<rate_limit::RateLimiter>,
     /// Present only when this process is the database's sole user.
     cache: Option<Arc<cache::AuthCache>>,
+    /// The platform CA, which device enrollment and deletion need.
+    pki: Option<agyn_pki::Pki>,
+    seen_devices: Arc<devices::SeenDevices>,
 }
 
 impl Users {
@@ -61,7 +65,15 @@ impl Users {
             db,
             search_limiter: Arc::new(rate_limit::RateLimiter::per_minute(30)),
             cache,
+            pki: None,
+            seen_devices: Arc::default(),
         }
+    }
+
+    /// Adds the platform CA, which devices need.
+    pub fn with_pki(mut self, pki: agyn_pki::Pki) -> Self {
+        self.pki = Some(pki);
+        self
     }
 
     pub fn db(&self) -> &Db {

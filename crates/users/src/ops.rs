@@ -226,6 +226,13 @@ impl Users {
         Ok(())
     }
 
+    /// Looks up the user with `oidc_subject`; `None` before its first
+    /// sign-in. The record's `cluster_admin` is always false.
+    pub async fn user_by_subject(&self, oidc_subject: &str) -> Result<Option<UserRecord>> {
+        let mut connection = self.db.pool().acquire().await?;
+        store::user_by_subject(&mut connection, oidc_subject).await
+    }
+
     /// ResolveOrCreateUser (internal): the user with `oidc_subject`,
     /// created with a derived username on first sign-in. Returns the user
     /// and whether it was created.

@@ -4,14 +4,16 @@
 //! the caller the gateway attached to the request.
 
 use agyn_api_users::agynio::api::users::v1 as pb;
-use agyn_core::{Caller, Error};
+use agyn_core::Caller;
 use connectrpc::{ConnectError, RequestContext, Response, ServiceRequest, ServiceResult};
 
 use std::sync::Arc;
 
 use crate::Users;
+use crate::devices::device_to_proto;
 use crate::encoded::{Encoded, EncodedBody};
 use crate::ops::{cluster_role, token_to_proto, user_to_proto};
+use agyn_core::time::{now_micros, timestamp};
 
 /// The internal `UsersService`.
 #[derive(Clone)]
@@ -27,21 +29,6 @@ impl UsersRpc {
 
 fn caller(ctx: &RequestContext) -> Result<&Caller, ConnectError> {
     Ok(Caller::from_extensions(ctx.extensions())?)
-}
-
-/// UsersGateway methods whose handlers only return `unimplemented`. The
-/// gateway routes them like the methods of services not built yet.
-pub const NOT_BUILT: &[&str] = &[
-    "/agynio.api.users.v1.UsersGateway/CreateDevice",
-    "/agynio.api.users.v1.UsersGateway/ListDevices",
-    "/agynio.api.users.v1.UsersGateway/DeleteDevice",
-];
-
-fn devices_not_built(method: &str) -> ConnectError {
-    Error::unimplemented(format!(
-        "agynio.api.users.v1.UsersGateway/{method} is not implemented yet"
-    ))
-    .into()
 }
 
 impl pb::UsersService for UsersRpc {
@@ -154,26 +141,48 @@ impl pb::UsersService for UsersRpc {
 
     async fn create_device(
         &self,
-        _ctx: RequestContext,
-        _request: ServiceRequest<'_, pb::CreateDeviceRequest>,
+        ctx: RequestContext,
+        request: ServiceRequest<'_, pb::CreateDeviceRequest>,
     ) -> ServiceResult<pb::CreateDeviceResponse> {
-        Err(devices_not_built("CreateDevice"))
+        let created = self
+            .users
+            .create_device(caller(&ctx)?, request.name)
+            .await?;
+        Response::ok(pb::CreateDeviceResponse {
+            device: device_to_proto(&created.device, now_micros()).into(),
+            enrollment_token: created.enrollment_token.into_inner(),
+            enrollment_expires_at: timestamp(created.enrollment_expires_at).into(),
+            ..Default::default()
+        })
     }
 
     async fn list_devices(
         &self,
-        _ctx: RequestContext,
-        _request: ServiceRequest<'_, pb::ListDevicesRequest>,
+        ctx: RequestContext,
+        request: ServiceRequest<'_, pb::ListDevicesRequest>,
     ) -> ServiceResult<pb::ListDevicesResponse> {
-        Err(devices_not_built("ListDevices"))
+        let (devices, next_page_token) = self
+            .users
+            .list_devices(caller(&ctx)?, request.page_size, request.page_token)
+            .await?;
+        let now = now_micros();
+        Response::ok(pb::ListDevicesResponse {
+            devices: devices
+                .iter()
+                .map(|device| device_to_proto(device, now))
+                .collect(),
+            next_page_token,
+            ..Default::default()
+        })
     }
 
     async fn delete_device(
         &self,
-        _ctx: RequestContext,
-        _request: ServiceRequest<'_, pb::DeleteDeviceRequest>,
+        ctx: RequestContext,
+        request: ServiceRequest<'_, pb::DeleteDeviceRequest>,
     ) -> ServiceResult<pb::DeleteDeviceResponse> {
-        Err(devices_not_built("DeleteDevice"))
+        self.users.delete_device(caller(&ctx)?, request.id).await?;
+        Response::ok(pb::DeleteDeviceResponse::default())
     }
 
     async fn resolve_or_create_user(

@@ -34,6 +34,12 @@ impl Server {
     /// Starts the server with `--log-level trace` and waits until `/healthz`
     /// returns 200.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts the server like [`Server::start`], with `extra_args` after
+    /// the default flags.
+    pub fn start_with(extra_args: &[String]) -> Self {
         let data_dir = std::env::temp_dir().join(format!("agyn-serve-{}", unique_suffix()));
         std::fs::create_dir_all(&data_dir).unwrap();
         let port = free_port();
@@ -50,6 +56,7 @@ impl Server {
             .arg(format!("127.0.0.1:{internal_port}"))
             .arg("--log-level")
             .arg("trace")
+            .args(extra_args)
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
             .spawn()
@@ -219,4 +226,93 @@ pub fn http_get(port: u16, path: &str) -> String {
         port,
         &format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"),
     )
+}
+
+/// Creates an empty PostgreSQL database named `agyn_test_<suffix>` on the
+/// server at `AGYN_TEST_POSTGRES_URL` and returns its URL. The database
+/// is not dropped, so that a failed test can be inspected.
+pub async fn fresh_postgres_url() -> String {
+    use agyn_store::sqlx::{self, Executor as _};
+    let server = std::env::var("AGYN_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| agyn_store::testing::DEFAULT_POSTGRES_URL.to_string());
+    let name = format!("agyn_test_{}", unique_suffix().replace('-', "_"));
+    sqlx::any::install_default_drivers();
+    let admin = sqlx::any::AnyPoolOptions::new()
+        .max_connections(1)
+        .connect(&server)
+        .await
+        .unwrap_or_else(|error| panic!("PostgreSQL tests need a server at {server}: {error}"));
+    admin
+        .execute(format!("CREATE DATABASE {name}").as_str())
+        .await
+        .expect("create the test database");
+    admin.close().await;
+    let base = server
+        .rsplit_once('/')
+        .map_or(server.as_str(), |(base, _)| base);
+    format!("{base}/{name}")
+}
+
+/// The platform CA certificate and the `admin` component credential that
+/// `agyn serve` writes to its data directory.
+pub struct AdminCredentials {
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl Server {
+    pub fn admin_credentials(&self) -> AdminCredentials {
+        let read = |name: &str| std::fs::read_to_string(self.data_dir.join(name)).unwrap();
+        AdminCredentials {
+            ca_pem: read("ca.crt"),
+            cert_pem: read("admin-client.crt"),
+            key_pem: read("admin-client.key"),
+        }
+    }
+
+    pub fn https_url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    pub fn internal_url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.internal_port)
+    }
+}
+
+/// An HTTP/1.1 and HTTP/2 client that trusts only `ca_pem` and presents
+/// `identity` (certificate and key PEM) when given.
+pub fn tls_client(ca_pem: &str, identity: Option<(&str, &str)>) -> reqwest::Client {
+    let mut builder = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap());
+    if let Some((cert, key)) = identity {
+        builder = builder
+            .identity(reqwest::Identity::from_pem(format!("{cert}\n{key}").as_bytes()).unwrap());
+    }
+    builder.build().unwrap()
+}
+
+/// Calls a unary method with Connect JSON; returns the HTTP status and
+/// the decoded body.
+pub async fn connect_json(
+    client: &reqwest::Client,
+    base: &str,
+    method: &str,
+    body: serde_json::Value,
+    bearer: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let mut request = client
+        .post(format!("{base}/{method}"))
+        .header("content-type", "application/json")
+        .body(body.to_string());
+    if let Some(token) = bearer {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    let value = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+    (status, value)
 }

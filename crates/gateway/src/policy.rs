@@ -1,0 +1,217 @@
+//! Which platform components may call each internal method: the stand-in
+//! for a service-mesh authorization policy on the internal listener.
+//!
+//! A component is named by its certificate (`agyn://component/<name>`).
+//! Internal methods that mirror a gateway method (the internal service's
+//! copy of a public method) accept the `gateway` component only, which
+//! forwards the public caller. Every other method lists its callers in
+//! [`ALLOW_LIST`]; a method that is not covered accepts no one.
+
+/// Every component name the platform issues certificates to.
+pub const COMPONENTS: &[&str] = &[
+    "gateway",
+    "bootstrap",
+    "orchestrator",
+    "users",
+    "organizations",
+    "agents",
+    "runners",
+    "threads",
+    "chat",
+    "files",
+    "llm",
+    "secrets",
+    "tracing",
+    "apps",
+    "notifications",
+    "admin",
+];
+
+/// `(method path, allowed components)`; a path ending in `/` covers every
+/// method of the service.
+const ALLOW_LIST: &[(&str, &[&str])] = &[
+    (
+        "/agynio.api.identity.v1.IdentityService/RegisterIdentity",
+        &["users", "agents", "runners", "apps", "bootstrap"],
+    ),
+    (
+        "/agynio.api.identity.v1.IdentityService/UnregisterIdentity",
+        &["users", "agents", "runners", "apps", "bootstrap"],
+    ),
+    (
+        "/agynio.api.identity.v1.IdentityService/GetIdentityType",
+        &[
+            "gateway",
+            "threads",
+            "chat",
+            "organizations",
+            "notifications",
+            "agents",
+            "apps",
+        ],
+    ),
+    (
+        "/agynio.api.identity.v1.IdentityService/BatchGetIdentityTypes",
+        &[
+            "gateway",
+            "threads",
+            "chat",
+            "organizations",
+            "notifications",
+            "agents",
+            "apps",
+        ],
+    ),
+    (
+        "/agynio.api.identity.v1.IdentityService/SetNickname",
+        &["organizations", "agents", "apps"],
+    ),
+    (
+        "/agynio.api.identity.v1.IdentityService/RemoveNickname",
+        &["organizations", "agents", "apps"],
+    ),
+    (
+        "/agynio.api.identity.v1.IdentityService/ResolveNickname",
+        &["threads"],
+    ),
+    (
+        "/agynio.api.identity.v1.IdentityService/BatchGetNicknames",
+        &["threads", "chat", "organizations"],
+    ),
+    (
+        "/agynio.api.users.v1.UsersService/ResolveOrCreateUser",
+        &["gateway"],
+    ),
+    (
+        "/agynio.api.users.v1.UsersService/ResolveAPIToken",
+        &["gateway"],
+    ),
+    (
+        "/agynio.api.users.v1.UsersService/BatchGetUsers",
+        &["chat", "organizations", "threads"],
+    ),
+    (
+        "/agynio.api.users.v1.UsersService/SetClusterAdmin",
+        &["bootstrap", "admin"],
+    ),
+    (
+        "/agynio.api.organizations.v1.OrganizationsService/GetOrganizationState",
+        &[
+            "agents", "runners", "threads", "chat", "llm", "secrets", "apps", "files",
+        ],
+    ),
+    (
+        "/agynio.api.authorization.v1.AuthorizationService/Write",
+        &[
+            "bootstrap",
+            "orchestrator",
+            "users",
+            "organizations",
+            "agents",
+            "runners",
+            "threads",
+            "chat",
+            "files",
+            "llm",
+            "secrets",
+            "tracing",
+            "apps",
+            "notifications",
+            "admin",
+        ],
+    ),
+    (
+        "/agynio.api.authorization.v1.AuthorizationService/",
+        &[
+            "orchestrator",
+            "users",
+            "organizations",
+            "agents",
+            "runners",
+            "threads",
+            "chat",
+            "files",
+            "llm",
+            "secrets",
+            "tracing",
+            "apps",
+            "notifications",
+            "admin",
+        ],
+    ),
+    // Health and reflection serve every component.
+    ("/grpc.health.v1.Health/", COMPONENTS),
+    ("/grpc.reflection.v1.ServerReflection/", COMPONENTS),
+    ("/grpc.reflection.v1alpha.ServerReflection/", COMPONENTS),
+];
+
+/// Returns the components allowed to call `path` on the internal listener.
+pub fn allowed_components(path: &str) -> &'static [&'static str] {
+    if let Some((_, allowed)) = ALLOW_LIST.iter().find(|(method, _)| *method == path) {
+        return allowed;
+    }
+    if let Some((_, allowed)) = ALLOW_LIST
+        .iter()
+        .find(|(prefix, _)| prefix.ends_with('/') && path.starts_with(prefix))
+    {
+        return allowed;
+    }
+    if mirrors_gateway_method(path) {
+        return &["gateway"];
+    }
+    &[]
+}
+
+/// Returns the `'static` name of a known component.
+pub fn component(name: &str) -> Option<&'static str> {
+    COMPONENTS.iter().copied().find(|known| *known == name)
+}
+
+/// Whether `/<package>.<Name>Service/<Method>` has a public twin
+/// `/<package>.<Name>Gateway/<Method>`.
+fn mirrors_gateway_method(path: &str) -> bool {
+    let Some((service, method)) = path.trim_start_matches('/').split_once('/') else {
+        return false;
+    };
+    let Some(stem) = service.strip_suffix("Service") else {
+        return false;
+    };
+    let twin = format!("/{stem}Gateway/{method}");
+    agyn_api::GATEWAY_METHODS
+        .iter()
+        .any(|(gateway, ..)| *gateway == twin)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_entries_win_over_service_entries() {
+        let write = allowed_components("/agynio.api.authorization.v1.AuthorizationService/Write");
+        assert!(write.contains(&"bootstrap"));
+        let check = allowed_components("/agynio.api.authorization.v1.AuthorizationService/Check");
+        assert!(!check.contains(&"bootstrap"));
+        assert!(!check.contains(&"gateway"));
+    }
+
+    #[test]
+    fn gateway_twins_accept_the_gateway_only() {
+        assert_eq!(
+            allowed_components("/agynio.api.users.v1.UsersService/GetMe"),
+            &["gateway"]
+        );
+        assert_eq!(
+            allowed_components(
+                "/agynio.api.organizations.v1.OrganizationsService/CreateOrganization"
+            ),
+            &["gateway"]
+        );
+    }
+
+    #[test]
+    fn unknown_methods_accept_no_one() {
+        assert!(allowed_components("/agynio.api.users.v1.UsersService/Nope").is_empty());
+        assert!(allowed_components("/other.Service/Method").is_empty());
+    }
+}
