@@ -38,7 +38,9 @@ pub struct VerifiedToken {
 /// Verifies access tokens issued by one OIDC issuer.
 ///
 /// The discovery document and the JWKS are fetched on first use and
-/// cached. Concurrent verifications share one fetch.
+/// cached. Concurrent verifications share one fetch. When a refresh of
+/// either fails, the previous copy stays in use, so keys the issuer has
+/// since retired keep verifying until a refresh succeeds.
 #[derive(Clone)]
 pub struct Verifier {
     inner: Arc<Inner>,
