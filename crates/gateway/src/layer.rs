@@ -193,7 +193,7 @@ impl Shared {
 }
 
 impl Shared {
-    /// The identity a client certificate on the public listener acts as.
+    /// Resolves the identity that a client certificate on the public listener acts as.
     async fn certificate_caller(&self, peer: &PeerCertificate) -> Result<Caller, Error> {
         let peer = self.pki.verify_peer(&peer.0).await?;
         let Some((identity_id, kind)) = peer.identity else {

@@ -58,7 +58,7 @@ const NOT_FOUND: &str = "not_found";
 /// One method and the outcome each column must get.
 struct Row {
     method: &'static str,
-    /// A label that tells rows of the same method apart.
+    /// A label that distinguishes rows of the same method.
     case: &'static str,
     body: fn(&Fixture) -> Value,
     expect: [&'static str; 6],

@@ -2,7 +2,7 @@
 //! memberships that give users access to them, and the cascade that
 //! deletes an organization with everything it owns.
 //!
-//! [`Organizations`] holds the logic and storage; [`service`] serves it as
+//! [`Organizations`] contains the logic and storage; [`service`] serves it as
 //! the internal `OrganizationsService` and the public
 //! `OrganizationsGateway`.
 
@@ -61,7 +61,7 @@ fn cluster() -> ObjectRef {
     ObjectRef::new("cluster", "global")
 }
 
-/// The caller as an `identity:<id>` reference; components act for no
+/// Returns the caller as an `identity:<id>` reference. Components act for no
 /// identity and cannot call identity-scoped methods.
 fn identity_of(caller: &Caller) -> Result<ObjectRef> {
     Ok(ObjectRef::identity(caller.identity_id()?))

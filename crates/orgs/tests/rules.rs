@@ -251,7 +251,7 @@ async fn invitations_grant_nothing_until_accepted(backend: Backend) {
         .unwrap_err();
     assert_eq!(duplicate.code(), Code::AlreadyExists);
 
-    // Only the invited user may answer, and only once.
+    // Only the invited user may accept or decline, and only once.
     for other in [&owner, &carol] {
         let error = w
             .orgs
@@ -352,7 +352,7 @@ async fn admins_add_directly_and_members_see_active_only(backend: Backend) {
         .unwrap_err();
     assert_eq!(error.code(), Code::NotFound);
 
-    // A member sees ACTIVE rows only; managers see every status.
+    // A member lists ACTIVE rows only, and managers list every status.
     let (rows, _) = w.orgs.list_members(&bob, &org, None, 0, "").await.unwrap();
     assert_eq!(rows.len(), 2);
     assert!(rows.iter().all(|row| row.status == Status::Active));

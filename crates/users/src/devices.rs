@@ -55,7 +55,7 @@ pub struct CreatedDevice {
     pub enrollment_expires_at: i64,
 }
 
-/// What a successful enrollment returns to the device.
+/// The result of a successful enrollment, returned to the device.
 #[derive(Debug)]
 pub struct Enrollment {
     pub device_id: String,
