@@ -4,7 +4,10 @@
 # at `/` and under `/api`, both with the schema from proto/ and through server
 # reflection. Missing, malformed, expired and revoked tokens must be rejected
 # as unauthenticated. Reflection must list UsersGateway and hide the internal
-# UsersService.
+# UsersService. Over TLS on the same port, GetMe must work with a bearer
+# token and with an enrolled device's client certificate. On the internal
+# listener, the admin component certificate must reach AuthorizationService
+# over gRPC, while no certificate and a device certificate are rejected.
 #
 # Usage: tests/e2e/buf-curl.sh (from any directory). AGYN_BIN sets the
 # server binary, default target/debug/agyn relative to the repository root.
@@ -24,6 +27,8 @@ start_timeout_seconds=30
 # A failed RPC makes buf curl exit with the gRPC code shifted left by 3 bits
 # (`buf curl --help`, buf 1.75.0), and unauthenticated is code 16.
 unauthenticated_exit_code=128
+# permission_denied is code 7.
+permission_denied_exit_code=56
 
 work_dir=$(mktemp -d "${TMPDIR:-/tmp}/agyn-buf-curl.XXXXXX")
 data_dir=$work_dir/data
@@ -104,10 +109,18 @@ for s in sockets:
 EOF
 }
 
+# Runs `buf curl` over TLS, trusting only the platform CA, like run_curl.
+run_tls_curl() {
+  curl_status=0
+  "$buf" curl --cacert "$data_dir/ca.crt" "$@" >"$out_file" 2>"$err_file" || curl_status=$?
+}
+
 start_server() {
-  local port internal_port
+  local port
   read -r port internal_port < <(free_ports)
   origin=http://127.0.0.1:$port
+  tls_origin=https://127.0.0.1:$port
+  internal_origin=https://127.0.0.1:$internal_port
   # An inherited AGYN_DATABASE_URL would point the server at another
   # database than the fresh one in data_dir.
   env -u AGYN_DATABASE_URL "$agyn_bin" serve \
@@ -273,5 +286,96 @@ sleep 3
 for protocol in "${protocols[@]}"; do
   check_unauthenticated "$protocol" "an expired token" "Bearer $expiring_token"
 done
+
+# Checks GetMe over TLS on the public port, authenticated by the given
+# arguments (a bearer header or a client certificate).
+check_tls_get_me() {
+  local protocol=$1 credential=$2
+  shift 2
+  local check="GetMe over TLS with $credential returns the admin ($protocol)"
+  run_tls_curl --protocol "$protocol" "$@" -d '{}' "$tls_origin/$users_gateway/GetMe"
+  if ((curl_status != 0)); then
+    fail "$check" "buf curl exited with $curl_status"
+  fi
+  local username
+  username=$(json_field user.username)
+  if [[ $username != admin ]]; then
+    fail "$check" "expected user.username \"admin\", got \"$username\""
+  fi
+  pass "$check"
+}
+
+# Registers a device, makes its key and certificate request with openssl,
+# and exchanges them at /enroll. Writes device.key and device.crt to
+# work_dir.
+enroll_device() {
+  run_curl --protocol connect -H "Authorization: Bearer $admin_token" \
+    -d '{"name":"buf-curl device"}' "$origin/$users_gateway/CreateDevice"
+  if ((curl_status != 0)); then
+    fail "CreateDevice" "buf curl exited with $curl_status"
+  fi
+  local enrollment_token
+  enrollment_token=$(json_field enrollmentToken)
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+    -keyout "$work_dir/device.key" -subj /CN=buf-curl -out "$work_dir/device.csr" 2>"$err_file" ||
+    fail "openssl creates the device key and certificate request"
+  python3 -c 'import json, sys; print(json.dumps({"enrollment_token": sys.argv[1], "csr_pem": open(sys.argv[2]).read()}))' \
+    "$enrollment_token" "$work_dir/device.csr" >"$work_dir/enroll.json"
+  local status
+  status=$(curl -sS -o "$out_file" -w '%{http_code}' -H 'Content-Type: application/json' \
+    --data-binary "@$work_dir/enroll.json" "$origin/enroll")
+  if [[ $status != 200 ]]; then
+    fail "POST /enroll returns a certificate" "HTTP $status"
+  fi
+  json_field certificate_pem >"$work_dir/device.crt"
+  pass "device enrolled with an openssl P-256 key"
+}
+
+# Checks an internal method with the given client certificate and key
+# (none when empty) against the expected buf curl exit code.
+check_internal() {
+  local check=$1 expected=$2 cert=$3 key=$4
+  local cert_args=()
+  if [[ -n $cert ]]; then
+    cert_args=(--cert "$cert" --key "$key")
+  fi
+  run_tls_curl --protocol grpc --schema proto "${cert_args[@]}" \
+    -d '{"user":"identity:nobody","relation":"admin","object":"cluster:global"}' \
+    "$internal_origin/agynio.api.authorization.v1.AuthorizationService/Check"
+  if ((curl_status != expected)); then
+    fail "$check" "expected buf curl exit code $expected, got $curl_status"
+  fi
+  pass "$check"
+}
+
+for protocol in "${protocols[@]}"; do
+  check_tls_get_me "$protocol" "a bearer token" -H "Authorization: Bearer $admin_token"
+done
+enroll_device
+for protocol in "${protocols[@]}"; do
+  check_tls_get_me "$protocol" "a device certificate" \
+    --cert "$work_dir/device.crt" --key "$work_dir/device.key"
+done
+
+check_internal "the internal listener accepts the admin component certificate (grpc)" 0 \
+  "$data_dir/admin-client.crt" "$data_dir/admin-client.key"
+# buf curl leaves out fields with default values, so false prints as {}.
+if [[ $(json_field allowed) == True ]]; then
+  fail "Check of an unknown identity is not allowed" "got allowed: true"
+fi
+check_internal "the internal listener rejects a call without a certificate (grpc)" \
+  "$unauthenticated_exit_code" "" ""
+check_internal "the internal listener rejects a device certificate (grpc)" \
+  "$permission_denied_exit_code" "$work_dir/device.crt" "$work_dir/device.key"
+
+run_curl --protocol grpc -H "Authorization: Bearer $admin_token" -d '{"name":"buf curl"}' \
+  "$origin/agynio.api.organizations.v1.OrganizationsGateway/CreateOrganization"
+if ((curl_status != 0)); then
+  fail "CreateOrganization (grpc)" "buf curl exited with $curl_status"
+fi
+if [[ $(json_field organization.slug) != buf-curl ]]; then
+  fail "CreateOrganization derives the slug buf-curl (grpc)" "got \"$(json_field organization.slug)\""
+fi
+pass "CreateOrganization derives the slug buf-curl (grpc)"
 
 echo "all checks passed"

@@ -89,11 +89,10 @@ pub async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     ));
     tracing::info!(address = %config.listen, "Public listener started (plaintext and TLS)");
     if let Some((listener, address)) = internal {
-        let hostnames = vec![
-            "localhost".to_string(),
-            address.ip().to_string(),
-            "127.0.0.1".to_string(),
-        ];
+        let mut hostnames = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        if !hostnames.contains(&address.ip().to_string()) {
+            hostnames.push(address.ip().to_string());
+        }
         let internal_tls = pki
             .server_config(
                 &agyn_pki::ServerCertificate::Issue { hostnames },

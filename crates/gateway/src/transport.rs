@@ -102,7 +102,7 @@ pub async fn serve(
                 tokio::spawn(connection.run(stream, mode.clone()));
             }
             Err(error) if is_per_connection(&error) => {
-                tracing::debug!(%error, "accepted connection failed before it was served");
+                tracing::debug!(%error, "Accepted connection failed before it was served");
             }
             Err(error) => {
                 accept_errors.log(&error);
@@ -177,7 +177,7 @@ struct Connection {
 impl Connection {
     async fn run(self, stream: TcpStream, mode: Transport) {
         if let Err(error) = stream.set_nodelay(true) {
-            tracing::debug!(peer = %self.peer, %error, "failed to set TCP_NODELAY");
+            tracing::debug!(peer = %self.peer, %error, "Failed to set TCP_NODELAY");
         }
         // Plain mode peeks too, so that a client that sends nothing is
         // dropped after the handshake timeout in every mode.
@@ -230,11 +230,11 @@ impl Connection {
             Ok(Ok(1)) => Some(byte[0]),
             Ok(Ok(_)) => None,
             Ok(Err(error)) => {
-                tracing::debug!(peer = %self.peer, %error, "failed to read from a new connection");
+                tracing::debug!(peer = %self.peer, %error, "Failed to read from a new connection");
                 None
             }
             Err(_) => {
-                tracing::debug!(peer = %self.peer, "new connection sent nothing before the timeout");
+                tracing::debug!(peer = %self.peer, "New connection sent nothing before the timeout");
                 None
             }
         }
@@ -262,7 +262,7 @@ impl Connection {
             .serve_connection_with_upgrades(TokioIo::new(io), service)
             .into_owned();
         if let Err(error) = watcher.watch(connection).await {
-            tracing::debug!(%peer, error = %error, "connection closed with an error");
+            tracing::debug!(%peer, error = %error, "Connection closed with an error");
         }
     }
 }

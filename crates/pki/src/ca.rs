@@ -49,7 +49,7 @@ pub(crate) async fn load_or_create(
     .await?
     .rows_affected();
     if inserted == 1 {
-        tracing::info!("created the platform CA");
+        tracing::info!("Platform CA created");
     }
     // Whether this insert won or another replica's did, the stored row is
     // the cluster's CA.

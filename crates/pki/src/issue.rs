@@ -412,7 +412,7 @@ impl Pki {
             serial = %serial,
             kind = %record.kind,
             subject_id = %record.subject_id,
-            "issued a certificate"
+            "Certificate issued"
         );
         Ok(IssuedCertificate {
             serial,
@@ -467,7 +467,7 @@ impl Pki {
         .await
         .map_err(|error| Error::internal("failed to revoke certificates", error))?
         .rows_affected();
-        tracing::info!(kind = %kind, subject_id, revoked, "revoked certificates");
+        tracing::info!(kind = %kind, subject_id, revoked, "Certificates revoked");
         Ok(revoked)
     }
 
@@ -490,7 +490,7 @@ impl Pki {
         .map_err(|error| Error::internal("failed to revoke the certificate", error))?
         .rows_affected();
         if revoked > 0 {
-            tracing::info!(serial, "revoked a certificate");
+            tracing::info!(serial, "Certificate revoked");
         }
         Ok(revoked > 0)
     }
