@@ -22,8 +22,12 @@ const maxLogChars = 64 * 1024;
 export interface AgynServer {
   /** Origin of the public listener, such as `http://127.0.0.1:40123`. */
   readonly origin: string;
+  /** Origin of the same listener over TLS, such as `https://127.0.0.1:40123`. */
+  readonly tlsOrigin: string;
   /** Plaintext API token of the bootstrap admin, read from `admin-token`. */
   readonly adminToken: string;
+  /** PEM certificate of the platform CA, read from `ca.crt`. */
+  readonly caPem: string;
   /** Stops the server and deletes its data directory. */
   stop(): Promise<void>;
 }
@@ -107,7 +111,14 @@ export async function startServer(): Promise<AgynServer> {
     if (await acceptsConnections(port)) {
       const adminToken = await readAdminToken(tokenPath);
       if (adminToken !== undefined) {
-        return { origin: `http://127.0.0.1:${port}`, adminToken, stop };
+        const caPem = await readFile(path.join(dataDir, "ca.crt"), "utf8");
+        return {
+          origin: `http://127.0.0.1:${port}`,
+          tlsOrigin: `https://127.0.0.1:${port}`,
+          adminToken,
+          caPem,
+          stop,
+        };
       }
     }
     if (Date.now() > deadline) {
