@@ -161,6 +161,22 @@ async fn device_lifecycle(postgres: bool) {
         (401, Some("unauthenticated"))
     );
 
+    // GET /me names the identity behind any credential.
+    let me: Value = device
+        .get(format!("{}/me", server.https_url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["identity_type"], "user");
+    assert_eq!(me["identity_id"], enrolled["identity_id"]);
+    let response = plain.get(format!("{base}/me")).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 401);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "missing credential");
+
     let (status, listed) = connect_json(
         &device,
         &server.https_url(),

@@ -87,6 +87,16 @@ impl GatewayLayer {
         }
     }
 
+    /// Authenticates a public request outside the RPC stack, as `GET /me`
+    /// does, by the same rules as gateway methods.
+    pub async fn authenticate(
+        &self,
+        peer: Option<PeerCertificate>,
+        headers: &HeaderMap,
+    ) -> Result<Caller, Error> {
+        self.shared.public_caller(peer, headers).await
+    }
+
     pub fn layer<S>(&self, inner: S) -> GatewayService<S> {
         GatewayService {
             inner,
@@ -170,12 +180,8 @@ impl Shared {
                 if built.is_none() {
                     return Err(Error::unimplemented(format!("unknown method {path}")));
                 }
-                // A client certificate decides alone; bearer headers are
-                // then ignored.
-                match request.extensions().get::<PeerCertificate>().cloned() {
-                    Some(peer) => self.certificate_caller(&peer).await?,
-                    None => self.authenticator.authenticate(request.headers()).await?,
-                }
+                let peer = request.extensions().get::<PeerCertificate>().cloned();
+                self.public_caller(peer, request.headers()).await?
             }
             Listener::Internal => {
                 let peer = request.extensions().get::<PeerCertificate>().cloned();
@@ -193,6 +199,19 @@ impl Shared {
 }
 
 impl Shared {
+    /// Authenticates a public request. A client certificate decides
+    /// alone, and bearer headers are then ignored.
+    pub(crate) async fn public_caller(
+        &self,
+        peer: Option<PeerCertificate>,
+        headers: &HeaderMap,
+    ) -> Result<Caller, Error> {
+        match peer {
+            Some(peer) => self.certificate_caller(&peer).await,
+            None => self.authenticator.authenticate(headers).await,
+        }
+    }
+
     /// Resolves the identity that a client certificate on the public listener acts as.
     async fn certificate_caller(&self, peer: &PeerCertificate) -> Result<Caller, Error> {
         let peer = self.pki.verify_peer(&peer.0).await?;

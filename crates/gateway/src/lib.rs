@@ -101,6 +101,16 @@ pub fn public_app(platform: &Platform) -> axum::Router {
         .route("/api/healthz", get(healthz))
         .route("/readyz", get(move || readyz(db.clone())))
         .route(
+            "/me",
+            get(me).with_state(GatewayLayer::new(
+                Listener::Public,
+                Authenticator::new(platform.users.clone()).with_oidc(platform.oidc.clone()),
+                platform.pki.clone(),
+                platform.users.clone(),
+                Vec::new(),
+            )),
+        )
+        .route(
             "/enroll",
             axum::routing::post(enroll::enroll)
                 .with_state(enroll::Enrollment::new(platform.users.clone())),
@@ -190,6 +200,50 @@ fn public_service_names() -> Vec<String> {
     names.push("grpc.reflection.v1.ServerReflection".to_string());
     names.push("grpc.reflection.v1alpha.ServerReflection".to_string());
     names
+}
+
+/// `GET /me`: the caller's identity for any valid credential, as JSON, or
+/// 401 with the reason.
+async fn me(
+    axum::extract::State(gateway): axum::extract::State<GatewayLayer>,
+    request: axum::extract::Request,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let peer = request
+        .extensions()
+        .get::<agyn_pki::PeerCertificate>()
+        .cloned();
+    match gateway.authenticate(peer, request.headers()).await {
+        Ok(agyn_core::Caller::Identity {
+            identity_id,
+            kind,
+            workload_id,
+            ..
+        }) => axum::Json(serde_json::json!({
+            "identity_id": identity_id,
+            "identity_type": kind.as_str(),
+            "workload_id": workload_id.unwrap_or_default(),
+        }))
+        .into_response(),
+        Ok(agyn_core::Caller::Component(_)) => (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(serde_json::json!({"error": "invalid credential"})),
+        )
+            .into_response(),
+        Err(error) => {
+            let status = match error.code() {
+                agyn_core::error::Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+                agyn_core::error::Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            // Internal errors are logged once here and reach the caller as
+            // a reference only.
+            let message = connectrpc::ConnectError::from(error)
+                .message
+                .unwrap_or_default();
+            (status, axum::Json(serde_json::json!({"error": message}))).into_response()
+        }
+    }
 }
 
 async fn healthz() -> &'static str {
