@@ -8,6 +8,7 @@ pub mod error;
 pub mod id;
 pub mod page;
 pub mod secret;
+pub mod text;
 pub mod time;
 
 pub use caller::{Caller, CredentialKind, IdentityKind};

@@ -27,6 +27,28 @@ pub const COMPONENTS: &[&str] = &[
     "admin",
 ];
 
+/// Every component but `gateway`.
+const AUTHORIZATION_WRITERS: &[&str] = &[
+    "bootstrap",
+    "orchestrator",
+    "users",
+    "organizations",
+    "agents",
+    "runners",
+    "threads",
+    "chat",
+    "files",
+    "llm",
+    "secrets",
+    "tracing",
+    "apps",
+    "notifications",
+    "admin",
+];
+
+/// Every component but `gateway` and `bootstrap`.
+const AUTHORIZATION_READERS: &[&str] = AUTHORIZATION_WRITERS.split_at(1).1;
+
 /// `(method path, allowed components)`; a path ending in `/` covers every
 /// method of the service.
 const ALLOW_LIST: &[(&str, &[&str])] = &[
@@ -100,44 +122,14 @@ const ALLOW_LIST: &[(&str, &[&str])] = &[
             "agents", "runners", "threads", "chat", "llm", "secrets", "apps", "files",
         ],
     ),
+    // Bootstrap writes tuples but reads none; the gateway never calls it.
     (
         "/agynio.api.authorization.v1.AuthorizationService/Write",
-        &[
-            "bootstrap",
-            "orchestrator",
-            "users",
-            "organizations",
-            "agents",
-            "runners",
-            "threads",
-            "chat",
-            "files",
-            "llm",
-            "secrets",
-            "tracing",
-            "apps",
-            "notifications",
-            "admin",
-        ],
+        AUTHORIZATION_WRITERS,
     ),
     (
         "/agynio.api.authorization.v1.AuthorizationService/",
-        &[
-            "orchestrator",
-            "users",
-            "organizations",
-            "agents",
-            "runners",
-            "threads",
-            "chat",
-            "files",
-            "llm",
-            "secrets",
-            "tracing",
-            "apps",
-            "notifications",
-            "admin",
-        ],
+        AUTHORIZATION_READERS,
     ),
     // Health and reflection serve every component.
     ("/grpc.health.v1.Health/", COMPONENTS),
@@ -193,6 +185,20 @@ mod tests {
         let check = allowed_components("/agynio.api.authorization.v1.AuthorizationService/Check");
         assert!(!check.contains(&"bootstrap"));
         assert!(!check.contains(&"gateway"));
+    }
+
+    #[test]
+    fn authorization_lists_follow_the_components() {
+        for component in COMPONENTS {
+            let writer = AUTHORIZATION_WRITERS.contains(component);
+            let reader = AUTHORIZATION_READERS.contains(component);
+            assert_eq!(writer, *component != "gateway", "{component}");
+            assert_eq!(
+                reader,
+                !matches!(*component, "gateway" | "bootstrap"),
+                "{component}"
+            );
+        }
     }
 
     #[test]

@@ -672,23 +672,7 @@ async fn ensure_not_last_owner(connection: &mut AnyConnection, org_id: &str) -> 
 }
 
 fn validate_name(name: &str) -> Result<&str> {
-    let name = name.trim();
-    if name.is_empty() {
-        return Err(Error::invalid_field("name", "must not be empty"));
-    }
-    if name.chars().count() > NAME_MAX_CHARS {
-        return Err(Error::invalid_field(
-            "name",
-            "must be at most 128 characters",
-        ));
-    }
-    if name.chars().any(char::is_control) {
-        return Err(Error::invalid_field(
-            "name",
-            "must not contain control characters",
-        ));
-    }
-    Ok(name)
+    agyn_core::text::display_name("name", name, NAME_MAX_CHARS)
 }
 
 fn validate_slug(value: &str) -> Result<&str> {

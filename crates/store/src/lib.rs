@@ -272,35 +272,39 @@ pub mod testing {
     /// server at `AGYN_TEST_POSTGRES_URL` and are not dropped, so that a
     /// failed test can be inspected.
     pub async fn fresh(backend: Backend) -> Db {
-        let name = format!("agyn_test_{}", uuid::Uuid::new_v4().simple());
         let url = match backend {
             Backend::Sqlite => {
+                let name = format!("agyn_test_{}", uuid::Uuid::new_v4().simple());
                 let path = std::env::temp_dir().join(format!("{name}.db"));
                 format!("sqlite://{}", path.display())
             }
-            Backend::Postgres => {
-                let server = std::env::var("AGYN_TEST_POSTGRES_URL")
-                    .unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_string());
-                sqlx::any::install_default_drivers();
-                let admin = AnyPoolOptions::new()
-                    .max_connections(1)
-                    .connect(&server)
-                    .await
-                    .unwrap_or_else(|error| {
-                        panic!("PostgreSQL tests need a server at {server}: {error}")
-                    });
-                admin
-                    .execute(format!("CREATE DATABASE {name}").as_str())
-                    .await
-                    .expect("create the test database");
-                admin.close().await;
-                let base = server
-                    .rsplit_once('/')
-                    .map_or(server.as_str(), |(base, _)| base);
-                format!("{base}/{name}")
-            }
+            Backend::Postgres => fresh_postgres_url().await,
         };
         Db::open(&url).await.expect("open the test database")
+    }
+
+    /// Creates an empty database `agyn_test_<uuid>` on the server at
+    /// `AGYN_TEST_POSTGRES_URL` and returns its URL, for tests that hand
+    /// the URL to a server process.
+    pub async fn fresh_postgres_url() -> String {
+        let name = format!("agyn_test_{}", uuid::Uuid::new_v4().simple());
+        let server = std::env::var("AGYN_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_string());
+        sqlx::any::install_default_drivers();
+        let admin = AnyPoolOptions::new()
+            .max_connections(1)
+            .connect(&server)
+            .await
+            .unwrap_or_else(|error| panic!("PostgreSQL tests need a server at {server}: {error}"));
+        admin
+            .execute(format!("CREATE DATABASE {name}").as_str())
+            .await
+            .expect("create the test database");
+        admin.close().await;
+        let base = server
+            .rsplit_once('/')
+            .map_or(server.as_str(), |(base, _)| base);
+        format!("{base}/{name}")
     }
 }
 

@@ -114,22 +114,7 @@ impl Users {
         let user_id = caller
             .user_id()
             .ok_or_else(|| Error::permission_denied("only users can create devices"))?;
-        let name = name.trim();
-        if name.is_empty() {
-            return Err(Error::invalid_field("name", "must not be empty"));
-        }
-        if name.chars().count() > NAME_MAX_CHARS {
-            return Err(Error::invalid_field(
-                "name",
-                "must be at most 64 characters",
-            ));
-        }
-        if name.chars().any(char::is_control) {
-            return Err(Error::invalid_field(
-                "name",
-                "must not contain control characters",
-            ));
-        }
+        let name = agyn_core::text::display_name("name", name, NAME_MAX_CHARS)?;
         let token = generate_enrollment_token();
         let now = now_micros();
         let expires_at = now + ENROLLMENT_VALIDITY_MICROS;

@@ -106,22 +106,7 @@ impl Users {
         let user_id = caller
             .user_id()
             .ok_or_else(|| Error::permission_denied("only users can create api tokens"))?;
-        let name = name.trim();
-        if name.is_empty() {
-            return Err(Error::invalid_field("name", "must not be empty"));
-        }
-        if name.chars().count() > TOKEN_NAME_MAX_CHARS {
-            return Err(Error::invalid_field(
-                "name",
-                "must be at most 100 characters",
-            ));
-        }
-        if name.chars().any(char::is_control) {
-            return Err(Error::invalid_field(
-                "name",
-                "must not contain control characters",
-            ));
-        }
+        let name = agyn_core::text::display_name("name", name, TOKEN_NAME_MAX_CHARS)?;
         let now = now_micros();
         if expires_at.is_some_and(|expires| expires <= now) {
             return Err(Error::invalid_field("expires_at", "must be in the future"));

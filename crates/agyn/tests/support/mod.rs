@@ -228,29 +228,9 @@ pub fn http_get(port: u16, path: &str) -> String {
     )
 }
 
-/// Creates an empty PostgreSQL database named `agyn_test_<suffix>` on the
-/// server at `AGYN_TEST_POSTGRES_URL` and returns its URL. The database
-/// is not dropped, so that a failed test can be inspected.
+/// Creates an empty PostgreSQL database and returns its URL.
 pub async fn fresh_postgres_url() -> String {
-    use agyn_store::sqlx::{self, Executor as _};
-    let server = std::env::var("AGYN_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| agyn_store::testing::DEFAULT_POSTGRES_URL.to_string());
-    let name = format!("agyn_test_{}", unique_suffix().replace('-', "_"));
-    sqlx::any::install_default_drivers();
-    let admin = sqlx::any::AnyPoolOptions::new()
-        .max_connections(1)
-        .connect(&server)
-        .await
-        .unwrap_or_else(|error| panic!("PostgreSQL tests need a server at {server}: {error}"));
-    admin
-        .execute(format!("CREATE DATABASE {name}").as_str())
-        .await
-        .expect("create the test database");
-    admin.close().await;
-    let base = server
-        .rsplit_once('/')
-        .map_or(server.as_str(), |(base, _)| base);
-    format!("{base}/{name}")
+    agyn_store::testing::fresh_postgres_url().await
 }
 
 /// The platform CA certificate and the `admin` component credential that
