@@ -5,6 +5,7 @@
 
 pub mod caller;
 pub mod error;
+pub mod events;
 pub mod id;
 pub mod page;
 pub mod secret;
