@@ -28,6 +28,11 @@ const SCRIPTS: &[Script] = &[
         include_str!("../migrations/0002_organizations_devices.sql"),
     ),
     (3, "pki", include_str!("../migrations/0003_pki.sql")),
+    (
+        5,
+        "notifications",
+        include_str!("../migrations/0005_notifications.sql"),
+    ),
 ];
 
 #[derive(Debug)]

@@ -1,0 +1,146 @@
+//! The replay log: `notification_log` and its room index.
+
+use agyn_core::{Error, Result};
+use agyn_store::Db;
+use agyn_store::sqlx::{self, Row as _, any::AnyRow};
+
+use crate::{Envelope, GapReason, MAX_REPLAY, REPLAY_LOOKBACK, Replay};
+
+/// Appends `envelopes` in one transaction and returns their `seq`s, in
+/// order.
+pub async fn append(db: &Db, envelopes: &[Envelope]) -> Result<Vec<i64>> {
+    if envelopes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let count = i64::try_from(envelopes.len()).expect("a batch fits in i64");
+    let mut tx = db.begin_write().await?;
+
+    // Reserve `count` seqs. The row stays locked until commit, so the
+    // next batch waits and takes higher seqs.
+    let last: i64 = sqlx::query(
+        "UPDATE notification_sequence SET last_value = last_value + $1 \
+         WHERE name = 'notification_log' RETURNING last_value",
+    )
+    .bind(count)
+    .fetch_one(&mut *tx)
+    .await?
+    .try_get(0)?;
+
+    let mut seqs = Vec::with_capacity(envelopes.len());
+    for (envelope, seq) in envelopes.iter().zip(last - count + 1..) {
+        let rooms = serde_json::to_string(&envelope.rooms).expect("room names encode as JSON");
+        let payload = serde_json::to_string(&envelope.payload).expect("a JSON map encodes");
+        sqlx::query(
+            "INSERT INTO notification_log (seq, id, ts, source, event, rooms, payload) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(seq)
+        .bind(&envelope.id)
+        .bind(envelope.ts)
+        .bind(&envelope.source)
+        .bind(&envelope.event)
+        .bind(rooms)
+        .bind(payload)
+        .execute(&mut *tx)
+        .await?;
+        for room in &envelope.rooms {
+            sqlx::query("INSERT INTO notification_log_rooms (room, seq) VALUES ($1, $2)")
+                .bind(room)
+                .bind(seq)
+                .execute(&mut *tx)
+                .await?;
+        }
+        seqs.push(seq);
+    }
+
+    tx.commit().await?;
+    Ok(seqs)
+}
+
+/// Reads what a stream of `rooms` resuming after envelope `cursor_id`
+/// missed. See [`crate::Events::replay`].
+pub async fn replay(db: &Db, rooms: &[String], cursor_id: &str) -> Result<Replay> {
+    let Some(cursor) = sqlx::query("SELECT seq, ts FROM notification_log WHERE id = $1")
+        .bind(cursor_id)
+        .fetch_optional(db.pool())
+        .await?
+    else {
+        return Ok(Replay::Gap(GapReason::CursorNotFound));
+    };
+    let cursor_seq: i64 = cursor.try_get("seq")?;
+    let cursor_ts: i64 = cursor.try_get("ts")?;
+    if rooms.is_empty() {
+        return Ok(Replay::Resumed(Vec::new()));
+    }
+    let window_start = cursor_ts - i64::try_from(REPLAY_LOOKBACK.as_micros()).unwrap_or(i64::MAX);
+    // The lowest seq worth reading, so that the room index is scanned
+    // from there on instead of from its start.
+    let lowest_in_window: Option<i64> =
+        sqlx::query("SELECT MIN(seq) FROM notification_log WHERE ts >= $1")
+            .bind(window_start)
+            .fetch_one(db.pool())
+            .await?
+            .try_get(0)?;
+    let lower = lowest_in_window.map_or(cursor_seq, |seq| seq.min(cursor_seq));
+
+    let room_placeholders: Vec<String> = (0..rooms.len()).map(|i| format!("${}", i + 5)).collect();
+    let sql = format!(
+        "SELECT seq, id, ts, source, event, rooms, payload FROM notification_log \
+         WHERE seq IN (SELECT seq FROM notification_log_rooms \
+                       WHERE seq >= $1 AND room IN ({})) \
+           AND seq <> $2 AND (seq > $2 OR ts >= $3) \
+         ORDER BY seq LIMIT $4",
+        room_placeholders.join(", ")
+    );
+    let mut query = sqlx::query(&sql)
+        .bind(lower)
+        .bind(cursor_seq)
+        .bind(window_start)
+        .bind(i64::try_from(MAX_REPLAY).expect("the replay limit fits in i64") + 1);
+    for room in rooms {
+        query = query.bind(room);
+    }
+    let rows = query.fetch_all(db.pool()).await?;
+    if rows.len() > MAX_REPLAY {
+        return Ok(Replay::Gap(GapReason::ReplayLimitExceeded));
+    }
+    let envelopes = rows.iter().map(envelope).collect::<Result<Vec<_>>>()?;
+    Ok(Replay::Resumed(envelopes))
+}
+
+/// Deletes the envelopes accepted before `cutoff` (microseconds since the
+/// Unix epoch) and returns how many.
+pub async fn prune(db: &Db, cutoff: i64) -> Result<u64> {
+    let mut tx = db.begin_write().await?;
+    sqlx::query(
+        "DELETE FROM notification_log_rooms \
+         WHERE seq IN (SELECT seq FROM notification_log WHERE ts < $1)",
+    )
+    .bind(cutoff)
+    .execute(&mut *tx)
+    .await?;
+    let deleted = sqlx::query("DELETE FROM notification_log WHERE ts < $1")
+        .bind(cutoff)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    tx.commit().await?;
+    Ok(deleted)
+}
+
+fn envelope(row: &AnyRow) -> Result<Envelope> {
+    let rooms: String = row.try_get("rooms")?;
+    let payload: String = row.try_get("payload")?;
+    Ok(Envelope {
+        id: row.try_get("id")?,
+        ts: row.try_get("ts")?,
+        source: row.try_get("source")?,
+        event: row.try_get("event")?,
+        rooms: serde_json::from_str(&rooms).map_err(|error| {
+            Error::internal("notification_log.rooms is not a JSON array", error)
+        })?,
+        payload: serde_json::from_str(&payload).map_err(|error| {
+            Error::internal("notification_log.payload is not a JSON object", error)
+        })?,
+    })
+}
