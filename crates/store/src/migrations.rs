@@ -29,6 +29,11 @@ const SCRIPTS: &[Script] = &[
     ),
     (3, "pki", include_str!("../migrations/0003_pki.sql")),
     (
+        4,
+        "threads chat",
+        include_str!("../migrations/0004_threads_chat.sql"),
+    ),
+    (
         5,
         "notifications",
         include_str!("../migrations/0005_notifications.sql"),

@@ -1,0 +1,60 @@
+//! A SQL statement assembled from fragments, numbering its `$N`
+//! placeholders as arguments are added.
+
+use agyn_store::sqlx::{self, Any, any::AnyArguments, query::Query};
+
+enum Argument {
+    Text(String),
+    Integer(i64),
+}
+
+pub(crate) struct Statement {
+    sql: String,
+    arguments: Vec<Argument>,
+}
+
+impl Statement {
+    pub(crate) fn new(sql: &str) -> Self {
+        Self {
+            sql: sql.to_string(),
+            arguments: Vec::new(),
+        }
+    }
+
+    pub(crate) fn push(&mut self, fragment: &str) {
+        self.sql.push_str(fragment);
+    }
+
+    /// Adds a text argument and returns its placeholder.
+    pub(crate) fn text(&mut self, value: &str) -> String {
+        self.arguments.push(Argument::Text(value.to_string()));
+        format!("${}", self.arguments.len())
+    }
+
+    /// Adds an integer argument and returns its placeholder.
+    pub(crate) fn integer(&mut self, value: i64) -> String {
+        self.arguments.push(Argument::Integer(value));
+        format!("${}", self.arguments.len())
+    }
+
+    /// Adds one text argument per value and returns their placeholders
+    /// separated by commas, for `IN (...)`.
+    pub(crate) fn texts(&mut self, values: &[String]) -> String {
+        values
+            .iter()
+            .map(|value| self.text(value))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    pub(crate) fn query(&self) -> Query<'_, Any, AnyArguments<'_>> {
+        let mut query = sqlx::query(&self.sql);
+        for argument in &self.arguments {
+            query = match argument {
+                Argument::Text(value) => query.bind(value.clone()),
+                Argument::Integer(value) => query.bind(*value),
+            };
+        }
+        query
+    }
+}
