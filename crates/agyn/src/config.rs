@@ -38,6 +38,9 @@ pub struct ServeArgs {
     /// Replace the bootstrap admin's `bootstrap` API token and rewrite `<data_dir>/admin-token`.
     #[arg(long)]
     pub reset_admin_token: bool,
+    /// Redis URL (`redis://host:port`) for sharing events between replicas [default: events stay in this process].
+    #[arg(long, env = "AGYN_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
     /// Base64 of the 32-byte master key that seals the platform CA's key [default: <data_dir>/master.key, created on first start].
     #[arg(long, env = "AGYN_MASTER_KEY", hide_env_values = true)]
     pub master_key: Option<String>,
@@ -90,6 +93,7 @@ pub struct OidcArgs {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     database_url: Option<String>,
+    redis_url: Option<String>,
     listen: Option<String>,
     internal_listen: Option<String>,
     public_url: Option<String>,
@@ -150,6 +154,9 @@ pub struct Config {
     pub log_level: String,
     pub log_format: LogFormat,
     pub reset_admin_token: bool,
+    /// Redis for events shared between replicas; `None` keeps events in
+    /// this process.
+    pub redis_url: Option<agyn_core::Secret<String>>,
     /// Base64 master key from the flag or environment; `None` reads or
     /// creates `<data_dir>/master.key`.
     pub master_key: Option<agyn_core::Secret<String>>,
@@ -227,6 +234,16 @@ impl Config {
             },
             _ => return Err("tls_cert_file and tls_key_file must be set together".to_string()),
         };
+        let redis_url = args
+            .redis_url
+            .or(file.redis_url)
+            .filter(|url| !url.is_empty())
+            .map(agyn_core::Secret::new);
+        if let Some(url) = &redis_url
+            && !(url.expose().starts_with("redis://") || url.expose().starts_with("rediss://"))
+        {
+            return Err("invalid redis_url: expected redis://host[:port][/db]".to_string());
+        }
         let master_key = args
             .master_key
             .filter(|key| !key.is_empty())
@@ -241,6 +258,7 @@ impl Config {
             log_level,
             log_format,
             reset_admin_token: args.reset_admin_token,
+            redis_url,
             master_key,
             tls,
             oidc,

@@ -62,6 +62,20 @@ pub async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         report_bootstrap(reset, &config.data_dir);
     }
 
+    let events = agyn_events::Events::start(
+        db.clone(),
+        agyn_events::EventsConfig {
+            redis_url: config.redis_url.as_ref().map(|url| url.expose().clone()),
+            ..agyn_events::EventsConfig::default()
+        },
+    )?;
+    if config.redis_url.is_some() {
+        tracing::info!("Events are shared with other replicas through Redis");
+    }
+    let notifications = agyn_notifications::Notifications::new(
+        events.clone(),
+        agyn_authz::Authorizer::new(db.clone()),
+    );
     let orgs = agyn_orgs::Organizations::new(db.clone(), Vec::new());
     let oidc = match config.oidc.clone() {
         Some(oidc) => Some(oidc_sign_in(oidc, &users)?),
@@ -76,6 +90,7 @@ pub async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         users,
         orgs: orgs.clone(),
         pki: pki.clone(),
+        notifications: notifications.clone(),
         oidc,
         cors_origins: config.cors_allowed_origins.clone(),
     };
@@ -119,6 +134,8 @@ pub async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let signal = shutdown_signal().await;
     tracing::info!(signal, grace_s = SHUTDOWN_GRACE.as_secs(), "Shutting down");
     let _ = shutdown_tx.send(true);
+    // Open streams would hold their connections past the grace period.
+    notifications.shutdown();
     let drained = async {
         while let Some(result) = tasks.join_next().await {
             result??;

@@ -363,3 +363,45 @@ async fn authorization_service_on_internal_listener() {
         (404, Some("unimplemented"))
     );
 }
+
+#[tokio::test]
+async fn json_arrays_are_not_messages() {
+    let server = Server::start();
+    let (status, body) = support::connect_json(
+        &reqwest::Client::new(),
+        &server.base_url(),
+        "agynio.api.organizations.v1.OrganizationsGateway/CreateOrganization",
+        serde_json::json!(["Positional Org", "positional"]),
+        Some(&server.admin_token),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["code"], "invalid_argument");
+    assert_eq!(body["message"], "request message must be a JSON object");
+    let (status, body) = support::connect_json(
+        &reqwest::Client::new(),
+        &server.base_url(),
+        "agynio.api.users.v1.UsersGateway/GetMe",
+        serde_json::json!([]),
+        Some(&server.admin_token),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("invalid_argument"))
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn database_files_are_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let server = Server::start();
+    for name in ["agyn.db", "master.key", "admin-token", "admin-client.key"] {
+        let mode = std::fs::metadata(server.data_dir.join(name))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "{name} has mode {mode:o}");
+    }
+}

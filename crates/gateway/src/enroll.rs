@@ -59,7 +59,25 @@ pub async fn enroll(
             || "unknown".to_string(),
             |ConnectInfo(peer)| peer.ip().to_string(),
         );
-    if let Err(retry_after) = enrollment.limiter.check(&address) {
+    let started = std::time::Instant::now();
+    let response = handle(&enrollment, &address, request).await;
+    // No token or certificate request is logged, only the outcome.
+    tracing::info!(
+        method = "POST /enroll",
+        client = %address,
+        http_status = response.status().as_u16(),
+        duration_us = started.elapsed().as_micros() as u64,
+        "Request"
+    );
+    response
+}
+
+async fn handle(
+    enrollment: &Enrollment,
+    address: &str,
+    request: axum::extract::Request,
+) -> Response {
+    if let Err(retry_after) = enrollment.limiter.check(address) {
         let mut response = error(
             StatusCode::TOO_MANY_REQUESTS,
             "too many enrollment attempts",

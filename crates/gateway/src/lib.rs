@@ -8,6 +8,7 @@
 
 mod auth;
 mod enroll;
+mod guard;
 mod layer;
 mod policy;
 pub mod transport;
@@ -17,6 +18,9 @@ use std::time::Duration;
 
 use agyn_api_authorization::agynio::api::authorization::v1::AUTHORIZATION_SERVICE_SERVICE_NAME;
 use agyn_api_identity::agynio::api::identity::v1::IDENTITY_SERVICE_SERVICE_NAME;
+use agyn_api_notifications::agynio::api::notifications::v1::{
+    NOTIFICATIONS_GATEWAY_SERVICE_NAME, NOTIFICATIONS_SERVICE_SERVICE_NAME,
+};
 use agyn_api_organizations::agynio::api::organizations::v1::{
     ORGANIZATIONS_GATEWAY_SERVICE_NAME, ORGANIZATIONS_SERVICE_SERVICE_NAME,
 };
@@ -25,6 +29,7 @@ use agyn_api_users::agynio::api::users::v1::{
 };
 use agyn_authz::Authorizer;
 use agyn_authz::service::AuthorizationRpc;
+use agyn_notifications::service::{NotificationsGatewayRpc, NotificationsRpc};
 use agyn_orgs::Organizations;
 use agyn_orgs::service::{OrganizationsGatewayRpc, OrganizationsRpc};
 use agyn_store::Db;
@@ -50,6 +55,8 @@ pub struct Platform {
     pub orgs: Organizations,
     /// The platform CA, which verifies client certificates.
     pub pki: agyn_pki::Pki,
+    /// The notification streams and the event bus behind them.
+    pub notifications: agyn_notifications::Notifications,
     /// OIDC sign-in; `None` when no issuer is configured.
     pub oidc: Option<agyn_oidc::SignIn>,
     /// Origins allowed by CORS, e.g. `http://127.0.0.1:8080`.
@@ -59,12 +66,19 @@ pub struct Platform {
 impl Platform {
     /// A platform with no CORS origins and no OIDC issuer. `users` is
     /// given the CA for device enrollment.
-    pub fn new(db: Db, users: Users, orgs: Organizations, pki: agyn_pki::Pki) -> Self {
+    pub fn new(
+        db: Db,
+        users: Users,
+        orgs: Organizations,
+        pki: agyn_pki::Pki,
+        notifications: agyn_notifications::Notifications,
+    ) -> Self {
         Self {
             db,
             users: users.with_pki(pki.clone()),
             orgs,
             pki,
+            notifications,
             oidc: None,
             cors_origins: Vec::new(),
         }
@@ -83,6 +97,9 @@ pub fn public_app(platform: &Platform) -> axum::Router {
         .add_service(Arc::new(UsersGatewayRpc::new(platform.users.clone())))
         .add_service(Arc::new(OrganizationsGatewayRpc::new(
             platform.orgs.clone(),
+        )))
+        .add_service(Arc::new(NotificationsGatewayRpc::new(
+            platform.notifications.clone(),
         )));
     let rpc = rpc_service(
         Listener::Public,
@@ -90,6 +107,7 @@ pub fn public_app(platform: &Platform) -> axum::Router {
         &[
             USERS_GATEWAY_SERVICE_NAME,
             ORGANIZATIONS_GATEWAY_SERVICE_NAME,
+            NOTIFICATIONS_GATEWAY_SERVICE_NAME,
         ],
         Some(public_service_names()),
         &[],
@@ -116,6 +134,10 @@ pub fn public_app(platform: &Platform) -> axum::Router {
                 .with_state(enroll::Enrollment::new(platform.users.clone())),
         )
         .fallback_service(rpc)
+        .layer(axum::middleware::from_fn(guard::require_json_objects))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            guard::BODY_IDLE_TIMEOUT,
+        ))
         .layer(cors(&platform.cors_origins))
 }
 
@@ -128,6 +150,9 @@ pub fn internal_app(platform: &Platform) -> axum::Router {
         .add_service(Arc::new(UsersRpc::new(platform.users.clone())))
         .add_service(Arc::new(IdentityRpc::new(platform.db.clone())))
         .add_service(Arc::new(OrganizationsRpc::new(platform.orgs.clone())))
+        .add_service(Arc::new(NotificationsRpc::new(
+            platform.notifications.clone(),
+        )))
         .add_service(Arc::new(AuthorizationRpc::new(Authorizer::new(
             platform.db.clone(),
         ))));
@@ -138,6 +163,7 @@ pub fn internal_app(platform: &Platform) -> axum::Router {
             USERS_SERVICE_SERVICE_NAME,
             IDENTITY_SERVICE_SERVICE_NAME,
             ORGANIZATIONS_SERVICE_SERVICE_NAME,
+            NOTIFICATIONS_SERVICE_SERVICE_NAME,
             AUTHORIZATION_SERVICE_SERVICE_NAME,
         ],
         None,
@@ -147,6 +173,9 @@ pub fn internal_app(platform: &Platform) -> axum::Router {
     axum::Router::new()
         .route("/healthz", get(healthz))
         .fallback_service(rpc)
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            guard::BODY_IDLE_TIMEOUT,
+        ))
 }
 
 /// Adds gRPC health (reporting `healthy` as serving) and reflection to

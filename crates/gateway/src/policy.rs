@@ -122,6 +122,14 @@ const ALLOW_LIST: &[(&str, &[&str])] = &[
             "agents", "runners", "threads", "chat", "llm", "secrets", "apps", "files",
         ],
     ),
+    (
+        "/agynio.api.notifications.v1.NotificationsService/Publish",
+        &["threads", "agents", "runners", "tracing", "organizations"],
+    ),
+    (
+        "/agynio.api.notifications.v1.NotificationsService/Subscribe",
+        &["orchestrator", "gateway"],
+    ),
     // Bootstrap writes tuples but reads none; the gateway never calls it.
     (
         "/agynio.api.authorization.v1.AuthorizationService/Write",

@@ -312,7 +312,11 @@ impl World {
         let pki = agyn_pki::Pki::load_or_create(db.clone(), &agyn_pki::MasterKey::generate())
             .await
             .unwrap();
-        let platform = Platform::new(db, users, orgs.clone(), pki);
+        let events =
+            agyn_events::Events::start(db.clone(), agyn_events::EventsConfig::default()).unwrap();
+        let notifications =
+            agyn_notifications::Notifications::new(events, agyn_authz::Authorizer::new(db.clone()));
+        let platform = Platform::new(db, users, orgs.clone(), pki, notifications);
         let users = platform.users.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

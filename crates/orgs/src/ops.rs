@@ -216,31 +216,29 @@ impl Organizations {
     pub async fn delete_organization(&self, caller: &Caller, id: &str) -> Result<()> {
         let identity = identity_of(caller)?;
         let id = agyn_core::id::parse_id("id", id)?;
-        let mut tx = self.db.begin_write().await?;
-        store::lock_org(&mut tx, self.db.backend(), &id).await?;
-        let Some(mut org) = store::org_by_id(&mut tx, &id).await? else {
-            return Err(Error::not_found("organization", &id));
-        };
         let object = org_object(&id);
+        // Permission checks read through the pool, so they run before the
+        // write transaction: holding a SQLite write lock while waiting for
+        // a second connection would stall every other writer.
+        let org = self.org_or_gone(&id).await?;
         if org.state == OrgState::Deleting {
-            let owner = store::membership_of(&mut tx, &id, &identity.id)
-                .await?
-                .is_some_and(|membership| membership.role == Role::Owner);
-            drop(tx);
-            if owner || self.is_cluster_admin(&identity).await? {
-                self.purge.wake();
-                return Ok(());
-            }
-            return Err(missing_permission("can_manage_organization", &object));
+            return self.repeat_delete(&identity, &id).await;
         }
-        // The check reads through the pool, so it runs outside the write
-        // transaction; the organization row stays locked on PostgreSQL.
         if !self
             .authorizer
             .check(&identity, "can_manage_organization", &object)
             .await?
         {
             return Err(missing_permission("can_manage_organization", &object));
+        }
+        let mut tx = self.db.begin_write().await?;
+        store::lock_org(&mut tx, self.db.backend(), &id).await?;
+        let Some(mut org) = store::org_by_id(&mut tx, &id).await? else {
+            return Err(Error::not_found("organization", &id));
+        };
+        if org.state == OrgState::Deleting {
+            // A concurrent call closed it first.
+            return Ok(());
         }
         org.state = OrgState::Deleting;
         org.deletion_step = crate::DELETION_STEPS[0].to_string();
@@ -253,6 +251,25 @@ impl Organizations {
         tracing::info!(organization_id = %id, "Organization deletion started");
         self.purge.wake();
         Ok(())
+    }
+
+    /// DeleteOrganization on an organization that is already DELETING:
+    /// succeeds for cluster admins and for identities that still hold an
+    /// OWNER membership row.
+    async fn repeat_delete(&self, identity: &ObjectRef, id: &str) -> Result<()> {
+        let mut connection = self.db.pool().acquire().await?;
+        let owner = store::membership_of(&mut connection, id, &identity.id)
+            .await?
+            .is_some_and(|membership| membership.role == Role::Owner);
+        drop(connection);
+        if owner || self.is_cluster_admin(identity).await? {
+            self.purge.wake();
+            return Ok(());
+        }
+        Err(missing_permission(
+            "can_manage_organization",
+            &org_object(id),
+        ))
     }
 
     /// CreateMembership: `can_add_member` adds directly (ACTIVE),

@@ -81,13 +81,18 @@ pub fn membership_to_proto(membership: &MembershipRecord) -> pb::Membership {
     }
 }
 
-/// Reads a role; UNSPECIFIED and unknown numbers are `None`, which the
-/// operations reject.
-fn role(value: &buffa::EnumValue<pb::MembershipRole>) -> Option<Role> {
+/// Reads a role; UNSPECIFIED is `None`, which the operations reject, and
+/// an unknown number is `invalid_argument`.
+fn role(value: &buffa::EnumValue<pb::MembershipRole>) -> Result<Option<Role>, ConnectError> {
     match value.as_known() {
-        Some(pb::MembershipRole::MEMBERSHIP_ROLE_OWNER) => Some(Role::Owner),
-        Some(pb::MembershipRole::MEMBERSHIP_ROLE_MEMBER) => Some(Role::Member),
-        _ => None,
+        Some(pb::MembershipRole::MEMBERSHIP_ROLE_OWNER) => Ok(Some(Role::Owner)),
+        Some(pb::MembershipRole::MEMBERSHIP_ROLE_MEMBER) => Ok(Some(Role::Member)),
+        Some(pb::MembershipRole::MEMBERSHIP_ROLE_UNSPECIFIED) => Ok(None),
+        None => Err(agyn_core::Error::invalid_field(
+            "role",
+            &format!("unknown value {}", value.to_i32()),
+        )
+        .into()),
     }
 }
 
@@ -99,7 +104,11 @@ fn status_filter(
         Some(pb::MembershipStatus::MEMBERSHIP_STATUS_UNSPECIFIED) => Ok(None),
         Some(pb::MembershipStatus::MEMBERSHIP_STATUS_PENDING) => Ok(Some(Status::Pending)),
         Some(pb::MembershipStatus::MEMBERSHIP_STATUS_ACTIVE) => Ok(Some(Status::Active)),
-        None => Err(agyn_core::Error::invalid_field("status", "unknown status").into()),
+        None => Err(agyn_core::Error::invalid_field(
+            "status",
+            &format!("unknown value {}", value.to_i32()),
+        )
+        .into()),
     }
 }
 
@@ -205,7 +214,7 @@ impl pb::OrganizationsService for OrganizationsRpc {
         let input = MembershipInput {
             organization_id: &request.organization_id,
             identity_id: &request.identity_id,
-            role: role(&request.role),
+            role: role(&request.role)?,
             expires_at: expires_at(request.expires_at.as_option())?,
             request_id: &request.request_id,
         };
@@ -260,7 +269,7 @@ impl pb::OrganizationsService for OrganizationsRpc {
     ) -> ServiceResult<pb::UpdateMembershipRoleResponse> {
         let membership = self
             .orgs
-            .update_membership_role(caller(&ctx)?, request.id, role(&request.role))
+            .update_membership_role(caller(&ctx)?, request.id, role(&request.role)?)
             .await?;
         Response::ok(pb::UpdateMembershipRoleResponse {
             membership: membership_to_proto(&membership).into(),

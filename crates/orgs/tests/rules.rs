@@ -746,3 +746,42 @@ on_both_backends!(
     the_purge_loop_runs_after_delete,
     lists_paginate_in_creation_order,
 );
+
+/// Concurrent deletes all succeed: none waits for a connection while
+/// holding the write lock.
+async fn concurrent_deletes_queue(backend: Backend) {
+    let w = World::new(backend).await;
+    let owner = w.user("owner").await;
+    let mut ids = Vec::new();
+    for index in 0..12 {
+        let org = w
+            .orgs
+            .create_organization(&owner, &format!("Org {index}"), None, "")
+            .await
+            .unwrap();
+        ids.push(org.id);
+    }
+    let mut deletes = tokio::task::JoinSet::new();
+    for id in ids.clone() {
+        let orgs = w.orgs.clone();
+        let owner = owner.clone();
+        deletes.spawn(async move { orgs.delete_organization(&owner, &id).await });
+    }
+    let (mine, _) = w
+        .orgs
+        .list_my_memberships(&owner, None, 0, "")
+        .await
+        .unwrap();
+    assert!(mine.len() <= 12);
+    while let Some(result) = deletes.join_next().await {
+        result.unwrap().unwrap();
+    }
+    for id in &ids {
+        assert_eq!(
+            w.orgs.organization_state(id).await.unwrap(),
+            OrgState::Deleting
+        );
+    }
+}
+
+on_both_backends!(concurrent_deletes_queue);

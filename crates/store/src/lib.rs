@@ -217,6 +217,16 @@ fn lock_sqlite(url: &str) -> Result<Option<std::sync::Arc<std::fs::File>>, OpenE
     {
         std::fs::create_dir_all(parent).map_err(OpenError::Io)?;
     }
+    // SQLite creates the -wal and -shm files with the database file's
+    // mode, so creating it readable by its owner only covers all three.
+    let mut create = std::fs::OpenOptions::new();
+    create.create(true).truncate(false).write(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        create.mode(0o600);
+    }
+    create.open(path).map_err(OpenError::Io)?;
     let mut lock_path = path.as_os_str().to_owned();
     lock_path.push(".lock");
     let file = std::fs::OpenOptions::new()

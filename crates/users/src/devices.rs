@@ -26,6 +26,8 @@ use crate::Users;
 use crate::tokens::{ENROLLMENT_TOKEN_PREFIX, hash};
 
 const NAME_MAX_CHARS: usize = 64;
+/// A user may hold at most this many devices, enrolled or pending.
+pub const MAX_DEVICES_PER_USER: i64 = 100;
 const ENROLLMENT_RANDOM_LEN: usize = 43;
 const ENROLLMENT_VALIDITY_MICROS: i64 = 24 * 3600 * 1_000_000;
 /// A device is ONLINE when it was seen within this window.
@@ -129,6 +131,17 @@ impl Users {
             created_at: now,
             updated_at: now,
         };
+        let mut tx = self.db.begin_write().await?;
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM devices WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        if count >= MAX_DEVICES_PER_USER {
+            return Err(Error::failed_precondition(format!(
+                "device limit reached: a user may hold {MAX_DEVICES_PER_USER} devices; delete unused ones first"
+            ))
+            .with_reason("DEVICE_LIMIT"));
+        }
         sqlx::query(
             "INSERT INTO devices (id, user_id, name, status, enrollment_token_hash, \
              enrollment_expires_at, created_at, updated_at) \
@@ -140,8 +153,9 @@ impl Users {
         .bind(hash(token.expose()))
         .bind(expires_at)
         .bind(now)
-        .execute(self.db.pool())
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         tracing::info!(device_id = %device.id, %user_id, "Device created");
         Ok(CreatedDevice {
             device,
