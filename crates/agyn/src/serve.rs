@@ -48,7 +48,19 @@ pub async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     let pki = agyn_pki::Pki::load_or_create(db.clone(), &master_key).await?;
-    let users = Users::new(db.clone()).with_pki(pki.clone());
+    let events = agyn_events::Events::start(
+        db.clone(),
+        agyn_events::EventsConfig {
+            redis_url: config.redis_url.as_ref().map(|url| url.expose().clone()),
+            ..agyn_events::EventsConfig::default()
+        },
+    )?;
+    if config.redis_url.is_some() {
+        tracing::info!("Events are shared with other replicas through Redis");
+    }
+    let mut platform = Platform::new(db.clone(), pki.clone(), events);
+    platform.cors_origins = config.cors_allowed_origins.clone();
+    let users = platform.users.clone();
     let bootstrap = users
         .bootstrap(&config.data_dir)
         .await
@@ -62,38 +74,14 @@ pub async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         report_bootstrap(reset, &config.data_dir);
     }
 
-    let events = agyn_events::Events::start(
-        db.clone(),
-        agyn_events::EventsConfig {
-            redis_url: config.redis_url.as_ref().map(|url| url.expose().clone()),
-            ..agyn_events::EventsConfig::default()
-        },
-    )?;
-    if config.redis_url.is_some() {
-        tracing::info!("Events are shared with other replicas through Redis");
+    if let Some(oidc) = config.oidc.clone() {
+        platform.oidc = Some(oidc_sign_in(oidc, &users)?);
     }
-    let notifications = agyn_notifications::Notifications::new(
-        events.clone(),
-        agyn_authz::Authorizer::new(db.clone()),
-    );
-    let orgs = agyn_orgs::Organizations::new(db.clone(), Vec::new());
-    let oidc = match config.oidc.clone() {
-        Some(oidc) => Some(oidc_sign_in(oidc, &users)?),
-        None => None,
-    };
     write_admin_credentials(&pki, &config.data_dir).await?;
     let public_tls = pki
         .server_config(&config.tls, agyn_pki::ClientAuth::Optional)
         .await?;
-    let platform = Platform {
-        db: db.clone(),
-        users,
-        orgs: orgs.clone(),
-        pki: pki.clone(),
-        notifications: notifications.clone(),
-        oidc,
-        cors_origins: config.cors_allowed_origins.clone(),
-    };
+
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(serve(
@@ -124,18 +112,20 @@ pub async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     }
 
     let mut purge_stop = shutdown_tx.subscribe();
+    let platform_orgs = platform.orgs.clone();
     let purges = tokio::spawn(async move {
-        orgs.run_purges(async move {
-            let _ = purge_stop.wait_for(|stop| *stop).await;
-        })
-        .await;
+        platform_orgs
+            .run_purges(async move {
+                let _ = purge_stop.wait_for(|stop| *stop).await;
+            })
+            .await;
     });
 
     let signal = shutdown_signal().await;
     tracing::info!(signal, grace_s = SHUTDOWN_GRACE.as_secs(), "Shutting down");
     let _ = shutdown_tx.send(true);
     // Open streams would hold their connections past the grace period.
-    notifications.shutdown();
+    platform.notifications.shutdown();
     let drained = async {
         while let Some(result) = tasks.join_next().await {
             result??;

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agyn_api_authorization::agynio::api::authorization::v1::AUTHORIZATION_SERVICE_SERVICE_NAME;
+use agyn_api_chat::agynio::api::chat::v1::{CHAT_GATEWAY_SERVICE_NAME, CHAT_SERVICE_SERVICE_NAME};
 use agyn_api_identity::agynio::api::identity::v1::IDENTITY_SERVICE_SERVICE_NAME;
 use agyn_api_notifications::agynio::api::notifications::v1::{
     NOTIFICATIONS_GATEWAY_SERVICE_NAME, NOTIFICATIONS_SERVICE_SERVICE_NAME,
@@ -24,15 +25,20 @@ use agyn_api_notifications::agynio::api::notifications::v1::{
 use agyn_api_organizations::agynio::api::organizations::v1::{
     ORGANIZATIONS_GATEWAY_SERVICE_NAME, ORGANIZATIONS_SERVICE_SERVICE_NAME,
 };
+use agyn_api_threads::agynio::api::threads::v1::{
+    THREADS_GATEWAY_SERVICE_NAME, THREADS_SERVICE_SERVICE_NAME,
+};
 use agyn_api_users::agynio::api::users::v1::{
     USERS_GATEWAY_SERVICE_NAME, USERS_SERVICE_SERVICE_NAME,
 };
 use agyn_authz::Authorizer;
 use agyn_authz::service::AuthorizationRpc;
+use agyn_chat::service::{ChatGatewayRpc, ChatRpc};
 use agyn_notifications::service::{NotificationsGatewayRpc, NotificationsRpc};
 use agyn_orgs::Organizations;
 use agyn_orgs::service::{OrganizationsGatewayRpc, OrganizationsRpc};
 use agyn_store::Db;
+use agyn_threads::service::{ThreadsGatewayRpc, ThreadsRpc};
 use agyn_users::Users;
 use agyn_users::identity::IdentityRpc;
 use agyn_users::service::{UsersGatewayRpc, UsersRpc};
@@ -53,6 +59,8 @@ pub struct Platform {
     pub db: Db,
     pub users: Users,
     pub orgs: Organizations,
+    pub threads: agyn_threads::Threads,
+    pub chat: agyn_chat::Chat,
     /// The platform CA, which verifies client certificates.
     pub pki: agyn_pki::Pki,
     /// The notification streams and the event bus behind them.
@@ -64,19 +72,28 @@ pub struct Platform {
 }
 
 impl Platform {
-    /// A platform with no CORS origins and no OIDC issuer. `users` is
-    /// given the CA for device enrollment.
-    pub fn new(
-        db: Db,
-        users: Users,
-        orgs: Organizations,
-        pki: agyn_pki::Pki,
-        notifications: agyn_notifications::Notifications,
-    ) -> Self {
+    /// Assembles every service over one database, CA and event bus, with
+    /// no CORS origins and no OIDC issuer.
+    pub fn new(db: Db, pki: agyn_pki::Pki, events: agyn_events::Events) -> Self {
+        let users = Users::new(db.clone()).with_pki(pki.clone());
+        // The organization purge runs these in its fixed step order.
+        let cleaners: Vec<Arc<dyn agyn_orgs::ResourceCleaner>> = vec![
+            Arc::new(agyn_chat::ChatCleaner::new(db.clone())),
+            Arc::new(agyn_threads::ThreadsCleaner::new(db.clone())),
+        ];
+        let sink: Arc<dyn agyn_core::events::EventSink> = Arc::new(events.clone());
+        let orgs = Organizations::new(db.clone(), cleaners).with_events(Arc::clone(&sink));
+        let threads = agyn_threads::Threads::new(db.clone(), orgs.clone(), sink)
+            .with_post_send_hook(Arc::new(agyn_chat::SummaryHook::new(db.clone())));
+        let chat = agyn_chat::Chat::new(db.clone(), threads.clone());
+        let notifications =
+            agyn_notifications::Notifications::new(events, Authorizer::new(db.clone()));
         Self {
             db,
-            users: users.with_pki(pki.clone()),
+            users,
             orgs,
+            threads,
+            chat,
             pki,
             notifications,
             oidc: None,
@@ -100,7 +117,9 @@ pub fn public_app(platform: &Platform) -> axum::Router {
         )))
         .add_service(Arc::new(NotificationsGatewayRpc::new(
             platform.notifications.clone(),
-        )));
+        )))
+        .add_service(Arc::new(ThreadsGatewayRpc::new(platform.threads.clone())))
+        .add_service(Arc::new(ChatGatewayRpc::new(platform.chat.clone())));
     let rpc = rpc_service(
         Listener::Public,
         router,
@@ -108,6 +127,8 @@ pub fn public_app(platform: &Platform) -> axum::Router {
             USERS_GATEWAY_SERVICE_NAME,
             ORGANIZATIONS_GATEWAY_SERVICE_NAME,
             NOTIFICATIONS_GATEWAY_SERVICE_NAME,
+            THREADS_GATEWAY_SERVICE_NAME,
+            CHAT_GATEWAY_SERVICE_NAME,
         ],
         Some(public_service_names()),
         &[],
@@ -153,6 +174,8 @@ pub fn internal_app(platform: &Platform) -> axum::Router {
         .add_service(Arc::new(NotificationsRpc::new(
             platform.notifications.clone(),
         )))
+        .add_service(Arc::new(ThreadsRpc::new(platform.threads.clone())))
+        .add_service(Arc::new(ChatRpc::new(platform.chat.clone())))
         .add_service(Arc::new(AuthorizationRpc::new(Authorizer::new(
             platform.db.clone(),
         ))));
@@ -164,6 +187,8 @@ pub fn internal_app(platform: &Platform) -> axum::Router {
             IDENTITY_SERVICE_SERVICE_NAME,
             ORGANIZATIONS_SERVICE_SERVICE_NAME,
             NOTIFICATIONS_SERVICE_SERVICE_NAME,
+            THREADS_SERVICE_SERVICE_NAME,
+            CHAT_SERVICE_SERVICE_NAME,
             AUTHORIZATION_SERVICE_SERVICE_NAME,
         ],
         None,

@@ -123,6 +123,54 @@ const ALLOW_LIST: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "/agynio.api.threads.v1.ThreadsService/GetUnackedMessageCounts",
+        &["chat"],
+    ),
+    (
+        "/agynio.api.threads.v1.ThreadsService/BatchGetThreads",
+        &["chat"],
+    ),
+    (
+        "/agynio.api.threads.v1.ThreadsService/ListPendingAgentWork",
+        &["orchestrator", "chat"],
+    ),
+    (
+        "/agynio.api.threads.v1.ThreadsService/ArchiveThread",
+        &["admin"],
+    ),
+    (
+        "/agynio.api.threads.v1.ThreadsService/ListThreadsReferencingFile",
+        &["files"],
+    ),
+    (
+        "/agynio.api.threads.v1.ThreadsService/GetMessageInternal",
+        &["tracing"],
+    ),
+    (
+        "/agynio.api.threads.v1.ThreadsService/DegradeThread",
+        &["gateway", "orchestrator"],
+    ),
+    (
+        "/agynio.api.threads.v1.ThreadsService/CreateThread",
+        &["gateway", "chat"],
+    ),
+    (
+        "/agynio.api.threads.v1.ThreadsService/SendMessage",
+        &["gateway", "chat"],
+    ),
+    (
+        "/agynio.api.threads.v1.ThreadsService/AckMessages",
+        &["gateway", "chat"],
+    ),
+    (
+        "/agynio.api.threads.v1.ThreadsService/DeleteOrganizationResources",
+        &["organizations"],
+    ),
+    (
+        "/agynio.api.chat.v1.ChatService/DeleteOrganizationResources",
+        &["organizations"],
+    ),
+    (
         "/agynio.api.notifications.v1.NotificationsService/Publish",
         &["threads", "agents", "runners", "tracing", "organizations"],
     ),

@@ -307,16 +307,13 @@ async fn new_user(users: &Users, name: &str) -> String {
 impl World {
     async fn start(backend: Backend) -> Self {
         let db = agyn_store::testing::fresh(backend).await;
-        let users = Users::new(db.clone());
-        let orgs = Organizations::new(db.clone(), Vec::new());
         let pki = agyn_pki::Pki::load_or_create(db.clone(), &agyn_pki::MasterKey::generate())
             .await
             .unwrap();
         let events =
             agyn_events::Events::start(db.clone(), agyn_events::EventsConfig::default()).unwrap();
-        let notifications =
-            agyn_notifications::Notifications::new(events, agyn_authz::Authorizer::new(db.clone()));
-        let platform = Platform::new(db, users, orgs.clone(), pki, notifications);
+        let platform = Platform::new(db, pki, events);
+        let orgs = platform.orgs.clone();
         let users = platform.users.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -435,6 +432,14 @@ impl World {
         }
     }
 
+    /// Deletes what a cell left behind that counts against a limit: the
+    /// owner's fixture device (users hold at most 100).
+    async fn clean_up(&self, fixture: &Fixture) {
+        let owner = user_caller(self.id(Who::Owner));
+        // The cell may have deleted it already.
+        let _ = self.users.delete_device(&owner, &fixture.owner_device).await;
+    }
+
     /// Calls `method` with Connect JSON and returns `ok` or the error code.
     async fn call(&self, who: usize, method: &str, body: &Value) -> String {
         let mut request = self
@@ -467,6 +472,7 @@ async fn matrix(backend: Backend) {
             let fixture = world.fixture().await;
             let body = (row.body)(&fixture);
             let got = world.call(column, row.method, &body).await;
+            world.clean_up(&fixture).await;
             cells += 1;
             if got != *expected {
                 mismatches.push(format!(

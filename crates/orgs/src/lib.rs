@@ -29,6 +29,7 @@ pub struct Organizations {
     db: Db,
     authorizer: Authorizer,
     purge: Arc<purge::Purger>,
+    events: Arc<dyn agyn_core::events::EventSink>,
 }
 
 impl Organizations {
@@ -38,8 +39,31 @@ impl Organizations {
         Self {
             authorizer: Authorizer::new(db.clone()),
             purge: Arc::new(purge::Purger::new(cleaners)),
+            events: Arc::new(agyn_core::events::NoEvents),
             db,
         }
+    }
+
+    /// Publishes `membership.updated` through `events`.
+    pub fn with_events(mut self, events: Arc<dyn agyn_core::events::EventSink>) -> Self {
+        self.events = events;
+        self
+    }
+
+    /// Publishes `membership.updated` to the member's `identity:` room.
+    fn membership_updated(&self, membership: &MembershipRecord, deleted: bool) {
+        self.events.publish(
+            "organizations",
+            "membership.updated",
+            format!("identity:{}", membership.identity_id),
+            serde_json::json!({
+                "membership_id": membership.id,
+                "organization_id": membership.organization_id,
+                "status": membership.status.as_str(),
+                "role": membership.role.relation(),
+                "deleted": deleted,
+            }),
+        );
     }
 
     pub fn db(&self) -> &Db {

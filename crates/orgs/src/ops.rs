@@ -390,10 +390,11 @@ impl Organizations {
                 Err(error) if agyn_store::is_unique_violation(&error) => continue,
                 Err(error) => return Err(error.into()),
             }
-            // NOTE: `membership.updated` is not published and nicknames
-            // are not seeded: the event bus and the nickname registry are
-            // not built yet.
-            return self.membership_or_gone(&id).await;
+            // NOTE: nicknames are not seeded: the nickname registry is not
+            // built yet.
+            let membership = self.membership_or_gone(&id).await?;
+            self.membership_updated(&membership, false);
+            return Ok(membership);
         }
     }
 
@@ -420,7 +421,9 @@ impl Organizations {
             )
             .await?;
         tx.commit().await?;
-        self.membership_or_gone(&membership.id).await
+        let membership = self.membership_or_gone(&membership.id).await?;
+        self.membership_updated(&membership, false);
+        Ok(membership)
     }
 
     /// DeclineMembership: the invited identity only; deletes the
@@ -429,6 +432,7 @@ impl Organizations {
         let (mut tx, membership) = self.own_pending(caller, id).await?;
         store::delete_membership(&mut tx, &membership.id).await?;
         tx.commit().await?;
+        self.membership_updated(&membership, true);
         Ok(())
     }
 
@@ -481,6 +485,7 @@ impl Organizations {
                 .await?;
         }
         tx.commit().await?;
+        self.membership_updated(&membership, true);
         Ok(())
     }
 
@@ -533,7 +538,9 @@ impl Organizations {
         }
         store::set_membership(&mut tx, &id, role, membership.status, now_micros()).await?;
         tx.commit().await?;
-        self.membership_or_gone(&id).await
+        let membership = self.membership_or_gone(&id).await?;
+        self.membership_updated(&membership, false);
+        Ok(membership)
     }
 
     /// ListMembers: any status with `can_manage_members`, ACTIVE only with
