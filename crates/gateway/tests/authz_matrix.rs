@@ -23,6 +23,9 @@ use serde_json::{Value, json};
 const COVERED_SERVICES: &[&str] = &[
     "agynio.api.users.v1.UsersGateway",
     "agynio.api.organizations.v1.OrganizationsGateway",
+    "agynio.api.threads.v1.ThreadsGateway",
+    "agynio.api.chat.v1.ChatGateway",
+    "agynio.api.notifications.v1.NotificationsGateway",
 ];
 
 /// The principals, in the column order of every row.
@@ -55,9 +58,18 @@ const UNAUTHENTICATED: &str = "unauthenticated";
 const DENIED: &str = "permission_denied";
 const NOT_FOUND: &str = "not_found";
 
+/// How a row's method is called.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    Unary,
+    /// Server streaming: a call succeeds when its first message arrives.
+    ServerStream,
+}
+
 /// One method and the outcome each column must get.
 struct Row {
     method: &'static str,
+    shape: Shape,
     /// A label that distinguishes rows of the same method.
     case: &'static str,
     body: fn(&Fixture) -> Value,
@@ -76,6 +88,11 @@ struct Fixture {
     owner_id: String,
     owner_token: String,
     owner_device: String,
+    /// A thread of `org` with the owner and the member, holding one
+    /// message from the owner.
+    thread: String,
+    /// A conversation of `org` with the owner and the member.
+    conversation: String,
 }
 
 fn rows() -> Vec<Row> {
@@ -87,42 +104,58 @@ fn rows() -> Vec<Row> {
             format!("agynio.api.organizations.v1.OrganizationsGateway/{method}").into_boxed_str(),
         )
     };
+    let threads = |method: &str| -> &'static str {
+        Box::leak(format!("agynio.api.threads.v1.ThreadsGateway/{method}").into_boxed_str())
+    };
+    let chat = |method: &str| -> &'static str {
+        Box::leak(format!("agynio.api.chat.v1.ChatGateway/{method}").into_boxed_str())
+    };
     let every_user = [UNAUTHENTICATED, OK, OK, OK, OK, OK];
+    // The member and the owner take part in the fixture thread; the admin
+    // and the owner read it through `can_view_threads`.
+    let thread_readers = [UNAUTHENTICATED, DENIED, OK, OK, DENIED, OK];
+    let participants = [UNAUTHENTICATED, DENIED, OK, OK, DENIED, DENIED];
     let managers = [UNAUTHENTICATED, DENIED, DENIED, OK, DENIED, OK];
     let readers = [UNAUTHENTICATED, DENIED, OK, OK, DENIED, OK];
     vec![
         // UsersGateway.
         Row {
+            shape: Shape::Unary,
             method: users("GetMe"),
             case: "",
             body: |_| json!({}),
             expect: every_user,
         },
         Row {
+            shape: Shape::Unary,
             method: users("GetUser"),
             case: "",
             body: |f| json!({"id": f.owner_id}),
             expect: every_user,
         },
         Row {
+            shape: Shape::Unary,
             method: users("SearchUsers"),
             case: "",
             body: |_| json!({"prefix": "m"}),
             expect: every_user,
         },
         Row {
+            shape: Shape::Unary,
             method: users("CreateAPIToken"),
             case: "",
             body: |_| json!({"name": "ci"}),
             expect: every_user,
         },
         Row {
+            shape: Shape::Unary,
             method: users("ListAPITokens"),
             case: "",
             body: |_| json!({}),
             expect: every_user,
         },
         Row {
+            shape: Shape::Unary,
             method: users("RevokeAPIToken"),
             case: "the owner's token",
             body: |f| json!({"id": f.owner_token}),
@@ -136,18 +169,21 @@ fn rows() -> Vec<Row> {
             ],
         },
         Row {
+            shape: Shape::Unary,
             method: users("CreateDevice"),
             case: "",
             body: |_| json!({"name": "laptop"}),
             expect: every_user,
         },
         Row {
+            shape: Shape::Unary,
             method: users("ListDevices"),
             case: "",
             body: |_| json!({}),
             expect: every_user,
         },
         Row {
+            shape: Shape::Unary,
             method: users("DeleteDevice"),
             case: "the owner's device",
             body: |f| json!({"id": f.owner_device}),
@@ -162,18 +198,21 @@ fn rows() -> Vec<Row> {
         },
         // OrganizationsGateway.
         Row {
+            shape: Shape::Unary,
             method: orgs("CreateOrganization"),
             case: "",
             body: |_| json!({"name": "Fresh"}),
             expect: every_user,
         },
         Row {
+            shape: Shape::Unary,
             method: orgs("GetOrganization"),
             case: "",
             body: |f| json!({"id": f.org}),
             expect: readers,
         },
         Row {
+            shape: Shape::Unary,
             method: orgs("GetOrganization"),
             case: "unknown id",
             body: |_| json!({"id": "00000000-0000-4000-8000-000000000000"}),
@@ -187,30 +226,35 @@ fn rows() -> Vec<Row> {
             ],
         },
         Row {
+            shape: Shape::Unary,
             method: orgs("ListOrganizations"),
             case: "",
             body: |_| json!({}),
             expect: every_user,
         },
         Row {
+            shape: Shape::Unary,
             method: orgs("UpdateOrganization"),
             case: "",
             body: |f| json!({"id": f.org, "name": "Renamed"}),
             expect: managers,
         },
         Row {
+            shape: Shape::Unary,
             method: orgs("DeleteOrganization"),
             case: "",
             body: |f| json!({"id": f.org}),
             expect: managers,
         },
         Row {
+            shape: Shape::Unary,
             method: orgs("CreateMembership"),
             case: "owners invite, admins add",
             body: |f| json!({"organizationId": f.org, "identityId": f.target, "role": "MEMBERSHIP_ROLE_MEMBER"}),
             expect: managers,
         },
         Row {
+            shape: Shape::Unary,
             method: orgs("AcceptMembership"),
             case: "the non-member's invitation",
             body: |f| json!({"id": f.invitation}),
@@ -224,6 +268,7 @@ fn rows() -> Vec<Row> {
             ],
         },
         Row {
+            shape: Shape::Unary,
             method: orgs("DeclineMembership"),
             case: "the non-member's invitation",
             body: |f| json!({"id": f.invitation}),
@@ -237,40 +282,182 @@ fn rows() -> Vec<Row> {
             ],
         },
         Row {
+            shape: Shape::Unary,
             method: orgs("RemoveMembership"),
             case: "the member's membership",
             body: |f| json!({"id": f.member_membership}),
             expect: [UNAUTHENTICATED, DENIED, OK, OK, DENIED, OK],
         },
         Row {
+            shape: Shape::Unary,
             method: orgs("UpdateMembershipRole"),
             case: "promote the member",
             body: |f| json!({"id": f.member_membership, "role": "MEMBERSHIP_ROLE_OWNER"}),
             expect: managers,
         },
         Row {
+            shape: Shape::Unary,
             method: orgs("ListMembers"),
             case: "",
             body: |f| json!({"organizationId": f.org}),
             expect: readers,
         },
         Row {
+            shape: Shape::Unary,
             method: orgs("ListMembers"),
             case: "pending filter",
             body: |f| json!({"organizationId": f.org, "status": "MEMBERSHIP_STATUS_PENDING"}),
             expect: managers,
         },
         Row {
+            shape: Shape::Unary,
             method: orgs("ListMyMemberships"),
             case: "",
             body: |_| json!({}),
             expect: every_user,
         },
         Row {
+            shape: Shape::Unary,
             method: orgs("GetOrganization"),
             case: "another organization",
             body: |f| json!({"id": f.other_org}),
             expect: [UNAUTHENTICATED, DENIED, DENIED, DENIED, OK, OK],
+        },
+        // ThreadsGateway.
+        Row {
+            shape: Shape::Unary,
+            method: threads("CreateThread"),
+            case: "members create threads",
+            body: |f| json!({"organizationId": f.org, "participants": []}),
+            expect: participants,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: threads("GetThread"),
+            case: "",
+            body: |f| json!({"id": f.thread}),
+            expect: thread_readers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: threads("ListThreads"),
+            case: "mine",
+            body: |_| json!({}),
+            expect: every_user,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: threads("ListThreads"),
+            case: "organization view",
+            body: |f| json!({"view": "THREAD_LIST_VIEW_ORGANIZATION", "organizationId": f.org}),
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: threads("SendMessage"),
+            case: "",
+            body: |f| json!({"threadId": f.thread, "body": "hello"}),
+            expect: participants,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: threads("AckMessages"),
+            case: "acks only the caller's rows",
+            body: |f| json!({"threadId": f.thread}),
+            expect: every_user,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: threads("GetUnackedMessages"),
+            case: "",
+            body: |_| json!({}),
+            expect: every_user,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: threads("GetMessages"),
+            case: "",
+            body: |f| json!({"threadId": f.thread}),
+            expect: thread_readers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: threads("AddParticipant"),
+            case: "",
+            body: |f| json!({"threadId": f.thread, "participant": {"id": f.target}}),
+            expect: participants,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: threads("DegradeThread"),
+            case: "cluster admins only",
+            body: |f| json!({"id": f.thread, "reason": "operator"}),
+            expect: [UNAUTHENTICATED, DENIED, DENIED, DENIED, DENIED, OK],
+        },
+        // ChatGateway.
+        Row {
+            shape: Shape::Unary,
+            method: chat("ListConversations"),
+            case: "",
+            body: |f| json!({"organizationId": f.org}),
+            expect: every_user,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: chat("GetConversation"),
+            case: "",
+            body: |f| json!({"id": f.conversation}),
+            expect: participants,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: chat("CreateConversation"),
+            case: "",
+            body: |f| json!({"organizationId": f.org, "participantIds": [f.target]}),
+            expect: participants,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: chat("UpdateConversation"),
+            case: "",
+            body: |f| json!({"id": f.conversation, "summary": "renamed"}),
+            expect: participants,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: chat("MarkRead"),
+            case: "",
+            body: |f| json!({"conversationId": f.conversation}),
+            expect: participants,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: chat("GetUnackedMessageCounts"),
+            case: "",
+            body: |_| json!({}),
+            expect: every_user,
+        },
+        // NotificationsGateway.
+        Row {
+            shape: Shape::ServerStream,
+            method: "agynio.api.notifications.v1.NotificationsGateway/Subscribe",
+            case: "own room",
+            body: |_| json!({"rooms": ["thread_participant:me", "identity:me"]}),
+            expect: every_user,
+        },
+        Row {
+            shape: Shape::ServerStream,
+            method: "agynio.api.notifications.v1.NotificationsGateway/Subscribe",
+            case: "organization room",
+            body: |f| json!({"rooms": [format!("organization:{}", f.org)]}),
+            expect: readers,
+        },
+        Row {
+            shape: Shape::ServerStream,
+            method: "agynio.api.notifications.v1.NotificationsGateway/Subscribe",
+            case: "the owner's identity room",
+            body: |f| json!({"rooms": [format!("identity:{}", f.owner_id)]}),
+            expect: [UNAUTHENTICATED, DENIED, DENIED, OK, DENIED, DENIED],
         },
     ]
 }
@@ -283,6 +470,10 @@ struct World {
     orgs: Organizations,
     /// `(identity id, API token)` per column; `None` for anonymous.
     principals: Vec<Option<(String, String)>>,
+}
+
+fn column_of(who: Who) -> usize {
+    COLUMNS.iter().position(|column| *column == who).unwrap()
 }
 
 fn user_caller(id: &str) -> Caller {
@@ -350,8 +541,25 @@ impl World {
     }
 
     fn id(&self, who: Who) -> &str {
-        let column = COLUMNS.iter().position(|column| *column == who).unwrap();
-        &self.principals[column].as_ref().unwrap().0
+        &self.principals[column_of(who)].as_ref().unwrap().0
+    }
+
+    /// Calls a fixture-building method that must succeed; returns its
+    /// response.
+    async fn post(&self, token: &str, method: &str, body: Value) -> Value {
+        let response = self
+            .client
+            .post(format!("{}/{method}", self.base))
+            .header("content-type", "application/json")
+            .bearer_auth(token)
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let value: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+        assert!(status.is_success(), "fixture call {method} failed: {value}");
+        value
     }
 
     /// Creates the organizations, memberships and tokens one cell uses.
@@ -420,7 +628,36 @@ impl World {
             .unwrap()
             .device
             .id;
+        let owner_credential = &self.principals[column_of(Who::Owner)].as_ref().unwrap().1;
+        let thread = self
+            .post(
+                owner_credential,
+                "agynio.api.threads.v1.ThreadsGateway/CreateThread",
+                json!({"organizationId": org, "participants": [{"id": self.id(Who::Member)}]}),
+            )
+            .await["thread"]["meta"]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        self.post(
+            owner_credential,
+            "agynio.api.threads.v1.ThreadsGateway/SendMessage",
+            json!({"threadId": thread, "body": "welcome"}),
+        )
+        .await;
+        let conversation = self
+            .post(
+                owner_credential,
+                "agynio.api.chat.v1.ChatGateway/CreateConversation",
+                json!({"organizationId": org, "participantIds": [self.id(Who::Member)]}),
+            )
+            .await["conversation"]["meta"]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
         Fixture {
+            thread,
+            conversation,
             owner_device,
             org,
             other_org,
@@ -437,7 +674,55 @@ impl World {
     async fn clean_up(&self, fixture: &Fixture) {
         let owner = user_caller(self.id(Who::Owner));
         // The cell may have deleted it already.
-        let _ = self.users.delete_device(&owner, &fixture.owner_device).await;
+        let _ = self
+            .users
+            .delete_device(&owner, &fixture.owner_device)
+            .await;
+    }
+
+    /// Calls a server-streaming `method` with the Connect protocol (JSON
+    /// envelopes) and returns `ok` once the first message arrives, or the
+    /// error code.
+    async fn call_stream(&self, who: usize, method: &str, body: &Value) -> String {
+        let message = body.to_string().into_bytes();
+        let mut framed = vec![0u8];
+        framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+        framed.extend_from_slice(&message);
+        let mut request = self
+            .client
+            .post(format!("{}/{method}", self.base))
+            .header("content-type", "application/connect+json")
+            .header("connect-protocol-version", "1")
+            .body(framed);
+        if let Some((_, token)) = &self.principals[who] {
+            request = request.bearer_auth(token);
+        }
+        let mut response = request.send().await.unwrap();
+        let status = response.status();
+        let mut buffer = Vec::new();
+        while buffer.len() < 5 || buffer.len() < 5 + frame_len(&buffer) {
+            match response.chunk().await.unwrap() {
+                Some(chunk) => buffer.extend_from_slice(&chunk),
+                None => break,
+            }
+        }
+        if !status.is_success() || buffer.len() < 5 {
+            let error: Value = serde_json::from_slice(&buffer).unwrap_or(Value::Null);
+            return error["code"].as_str().unwrap_or("missing code").to_string();
+        }
+        let payload: Value = serde_json::from_slice(&buffer[5..5 + frame_len(&buffer)]).unwrap();
+        if buffer[0] & 0x02 != 0 {
+            // An end-of-stream message: the call failed or ended empty.
+            return payload["error"]["code"]
+                .as_str()
+                .unwrap_or("ended without a message")
+                .to_string();
+        }
+        assert!(
+            payload.get("ready").is_some(),
+            "{method}: the first message is not ready: {payload}"
+        );
+        OK.to_string()
     }
 
     /// Calls `method` with Connect JSON and returns `ok` or the error code.
@@ -462,6 +747,11 @@ impl World {
     }
 }
 
+/// Length of the first Connect envelope in `buffer` (at least 5 bytes).
+fn frame_len(buffer: &[u8]) -> usize {
+    u32::from_be_bytes(buffer[1..5].try_into().unwrap()) as usize
+}
+
 async fn matrix(backend: Backend) {
     let world = Arc::new(World::start(backend).await);
     let rows = rows();
@@ -471,7 +761,10 @@ async fn matrix(backend: Backend) {
         for (column, expected) in row.expect.iter().enumerate() {
             let fixture = world.fixture().await;
             let body = (row.body)(&fixture);
-            let got = world.call(column, row.method, &body).await;
+            let got = match row.shape {
+                Shape::Unary => world.call(column, row.method, &body).await,
+                Shape::ServerStream => world.call_stream(column, row.method, &body).await,
+            };
             world.clean_up(&fixture).await;
             cells += 1;
             if got != *expected {
