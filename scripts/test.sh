@@ -27,6 +27,19 @@ if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
 fi
 pg_isready -h 127.0.0.1 -p 5432
 
+step "Redis"
+if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+    if command -v redis-server >/dev/null; then
+        redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+            --dir "${TMPDIR:-/tmp}" --logfile "${TMPDIR:-/tmp}/agyn-test-redis.log"
+    fi
+    for _ in $(seq 1 30); do
+        redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break
+        sleep 1
+    done
+fi
+redis-cli -h 127.0.0.1 -p 6379 ping
+
 step "npm packages"
 npm ci --no-audit --no-fund --loglevel=error
 

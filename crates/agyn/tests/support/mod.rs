@@ -40,6 +40,17 @@ impl Server {
     /// Starts the server like [`Server::start`], with `extra_args` after
     /// the default flags.
     pub fn start_with(extra_args: &[String]) -> Self {
+        Self::spawn(extra_args, true)
+    }
+
+    /// Starts another replica on a database that a first server already
+    /// bootstrapped, so its data directory gets no `admin-token`; waits
+    /// for `/healthz` only.
+    pub fn start_replica(extra_args: &[String]) -> Self {
+        Self::spawn(extra_args, false)
+    }
+
+    fn spawn(extra_args: &[String], bootstraps: bool) -> Self {
         let data_dir = std::env::temp_dir().join(format!("agyn-serve-{}", unique_suffix()));
         std::fs::create_dir_all(&data_dir).unwrap();
         let port = free_port();
@@ -69,16 +80,18 @@ impl Server {
             admin_token: String::new(),
             log_path,
         };
-        server.wait_ready();
+        server.wait_ready(bootstraps);
         server
     }
 
-    fn wait_ready(&mut self) {
+    fn wait_ready(&mut self, bootstraps: bool) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let token =
                 std::fs::read_to_string(self.data_dir.join("admin-token")).unwrap_or_default();
-            if !token.is_empty() && http_get(self.port, "/healthz").starts_with("HTTP/1.1 200") {
+            if (!bootstraps || !token.is_empty())
+                && http_get(self.port, "/healthz").starts_with("HTTP/1.1 200")
+            {
                 self.admin_token = token.trim().to_string();
                 return;
             }
@@ -295,4 +308,75 @@ pub async fn connect_json(
     let text = response.text().await.unwrap();
     let value = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
     (status, value)
+}
+
+/// A server stream of the Connect protocol with JSON messages.
+pub struct ConnectStream {
+    response: reqwest::Response,
+    buffer: Vec<u8>,
+}
+
+impl ConnectStream {
+    /// Opens `method` with one request message.
+    pub async fn open(
+        client: &reqwest::Client,
+        base: &str,
+        method: &str,
+        body: serde_json::Value,
+        bearer: &str,
+    ) -> Self {
+        let message = body.to_string().into_bytes();
+        let mut framed = vec![0u8];
+        framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+        framed.extend_from_slice(&message);
+        let response = client
+            .post(format!("{base}/{method}"))
+            .header("content-type", "application/connect+json")
+            .header("connect-protocol-version", "1")
+            .bearer_auth(bearer)
+            .body(framed)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "{method}: HTTP {}",
+            response.status()
+        );
+        Self {
+            response,
+            buffer: Vec::new(),
+        }
+    }
+
+    /// Returns the next message, `Err` with the end-of-stream JSON when
+    /// the stream ends, or `None` after `timeout` without a message.
+    pub async fn next(
+        &mut self,
+        timeout: Duration,
+    ) -> Option<Result<serde_json::Value, serde_json::Value>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.buffer.len() >= 5 {
+                let len = u32::from_be_bytes(self.buffer[1..5].try_into().unwrap()) as usize;
+                if self.buffer.len() >= 5 + len {
+                    let flags = self.buffer[0];
+                    let value = serde_json::from_slice(&self.buffer[5..5 + len]).unwrap();
+                    self.buffer.drain(..5 + len);
+                    return Some(if flags & 0x02 != 0 {
+                        Err(value)
+                    } else {
+                        Ok(value)
+                    });
+                }
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.response.chunk())
+                .await
+                .ok()?;
+            match chunk.unwrap() {
+                Some(bytes) => self.buffer.extend_from_slice(&bytes),
+                None => return Some(Err(serde_json::Value::Null)),
+            }
+        }
+    }
 }
