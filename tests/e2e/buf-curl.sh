@@ -378,4 +378,24 @@ if [[ $(json_field organization.slug) != buf-curl ]]; then
 fi
 pass "CreateOrganization derives the slug buf-curl (grpc)"
 
+# Subscribe is server streaming: the stream stays open, so buf curl runs
+# under a time limit and the check reads the ready message it printed.
+for protocol in "${protocols[@]}"; do
+  check="Subscribe sends ready first with the :me room rewritten ($protocol)"
+  curl_status=0
+  timeout 3 "$buf" curl --http2-prior-knowledge --protocol "$protocol" \
+    -H "Authorization: Bearer $admin_token" -d '{"rooms":["thread_participant:me"]}' \
+    "$origin/agynio.api.notifications.v1.NotificationsGateway/Subscribe" \
+    >"$out_file" 2>"$err_file" || curl_status=$?
+  # 124 is timeout's exit code: the stream was still open, as it should be.
+  if ((curl_status != 124)); then
+    fail "$check" "expected the stream to stay open, buf curl exited with $curl_status"
+  fi
+  if ! grep -q '"subscriptionId"' "$out_file" || ! grep -q '"thread_participant:' "$out_file" ||
+    grep -q '"thread_participant:me"' "$out_file"; then
+    fail "$check" "no ready message with the rewritten room"
+  fi
+  pass "$check"
+done
+
 echo "all checks passed"
