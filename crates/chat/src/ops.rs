@@ -450,6 +450,12 @@ fn participant_entries(
 }
 
 fn validate_summary(summary: &str) -> Result<&str> {
+    if summary.contains('\0') {
+        return Err(Error::invalid_field(
+            "summary",
+            "must not contain NUL characters",
+        ));
+    }
     if summary.chars().count() > SUMMARY_MAX_CHARS {
         return Err(Error::invalid_field(
             "summary",

@@ -194,6 +194,12 @@ impl From<sqlx::Error> for Error {
             {
                 Self::unavailable("database busy")
             }
+            // PostgreSQL text cannot hold NUL characters; validation should
+            // catch them first, and this keeps a missed field from being a
+            // server error.
+            sqlx::Error::Database(database) if database.code().as_deref() == Some("22021") => {
+                Self::invalid_argument("text must not contain NUL characters")
+            }
             other => Self::internal("database query failed", other),
         }
     }

@@ -17,7 +17,7 @@ mod log;
 pub mod names;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use agyn_core::{Error, Result};
@@ -47,7 +47,11 @@ pub const REPLAY_LOOKBACK: Duration = Duration::from_secs(2);
 pub const PUBLISH_QUEUE: usize = 4096;
 
 /// Maximum number of queued envelopes logged in one transaction.
-const MAX_BATCH: usize = 64;
+const MAX_BATCH: usize = 256;
+
+/// Subscribers get at most one [`GapReason::EventsDropped`] notice per
+/// this interval while events are being dropped.
+const DROP_NOTICE_INTERVAL_MICROS: i64 = 1_000_000;
 
 /// One event as the bus stores and delivers it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -77,6 +81,9 @@ pub enum GapReason {
     /// The Redis connection was lost, so envelopes from other replicas may
     /// be missing.
     BusInterrupted,
+    /// This replica dropped envelopes because its publish queue was full,
+    /// so some are missing and are not in the replay log.
+    EventsDropped,
 }
 
 /// Outcome of [`Events::replay`].
@@ -139,6 +146,11 @@ struct Inner {
     /// Envelopes dropped because the queue was full or the payload
     /// invalid, for the log line of each drop.
     dropped: AtomicU64,
+    /// Time of the last envelope dropped for a full queue, in
+    /// microseconds; 0 before any.
+    last_drop: AtomicI64,
+    /// Time of the last drop notice sent to subscribers.
+    last_drop_notice: AtomicI64,
 }
 
 impl std::fmt::Debug for Events {
@@ -214,6 +226,8 @@ impl Events {
                 queue,
                 stop,
                 dropped: AtomicU64::new(0),
+                last_drop: AtomicI64::new(0),
+                last_drop_notice: AtomicI64::new(0),
             }),
         })
     }
@@ -272,7 +286,14 @@ impl Events {
         if uuid::Uuid::try_parse(last_event_id).is_err() {
             return Ok(Replay::Gap(GapReason::CursorNotFound));
         }
-        log::replay(&self.inner.db, rooms, last_event_id).await
+        let last_drop = self.inner.last_drop.load(Ordering::Relaxed);
+        log::replay(
+            &self.inner.db,
+            rooms,
+            last_event_id,
+            (last_drop > 0).then_some(last_drop),
+        )
+        .await
     }
 
     /// Deletes the envelopes older than the replay window and returns how
@@ -293,6 +314,23 @@ impl Events {
     /// Returns the number of subscriptions registered on this replica.
     pub fn subscriber_count(&self) -> usize {
         self.inner.hub.subscriber_count()
+    }
+
+    /// Records that an envelope was lost, so that resumes report a gap,
+    /// and tells current subscribers, at most once per second.
+    fn note_lost_event(&self) {
+        let now = agyn_core::time::now_micros();
+        self.inner.last_drop.store(now, Ordering::Relaxed);
+        let last_notice = self.inner.last_drop_notice.load(Ordering::Relaxed);
+        if now - last_notice >= DROP_NOTICE_INTERVAL_MICROS
+            && self
+                .inner
+                .last_drop_notice
+                .compare_exchange(last_notice, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.inner.hub.deliver_gap(GapReason::EventsDropped);
+        }
     }
 
     fn count_drop(&self, reason: &str, source: &str, event: &str) {
@@ -334,6 +372,7 @@ impl agyn_core::events::EventSink for Events {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.count_drop("the publish queue is full", source, event);
+                self.note_lost_event();
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
                 self.count_drop("the event bus has stopped", source, event);

@@ -59,7 +59,15 @@ pub async fn append(db: &Db, envelopes: &[Envelope]) -> Result<Vec<i64>> {
 
 /// Reads what a stream of `rooms` resuming after envelope `cursor_id`
 /// missed. See [`crate::Events::replay`].
-pub async fn replay(db: &Db, rooms: &[String], cursor_id: &str) -> Result<Replay> {
+/// `dropped_at` is the time this replica last dropped an envelope: a
+/// replay whose window reaches it is a gap, because the dropped envelopes
+/// were never logged.
+pub async fn replay(
+    db: &Db,
+    rooms: &[String],
+    cursor_id: &str,
+    dropped_at: Option<i64>,
+) -> Result<Replay> {
     let Some(cursor) = sqlx::query("SELECT seq, ts FROM notification_log WHERE id = $1")
         .bind(cursor_id)
         .fetch_optional(db.pool())
@@ -73,6 +81,9 @@ pub async fn replay(db: &Db, rooms: &[String], cursor_id: &str) -> Result<Replay
         return Ok(Replay::Resumed(Vec::new()));
     }
     let window_start = cursor_ts - i64::try_from(REPLAY_LOOKBACK.as_micros()).unwrap_or(i64::MAX);
+    if dropped_at.is_some_and(|at| at >= window_start) {
+        return Ok(Replay::Gap(GapReason::EventsDropped));
+    }
     // The lowest seq worth reading, so that the room index is scanned
     // from there on instead of from its start.
     let lowest_in_window: Option<i64> =

@@ -364,7 +364,43 @@ async fn dropped_subscription_unregisters(backend: Backend) {
     assert_eq!(events.subscriber_count(), 0);
 }
 
+/// Envelopes dropped for a full publish queue are announced to current
+/// subscribers, and a resume from before the drop reports a gap instead
+/// of claiming a complete replay.
+async fn dropped_events_are_reported(backend: Backend) {
+    let events = start(agyn_store::testing::fresh(backend).await);
+    let shared = room("thread_participant");
+    let cursor = publish(&events, &[&shared], 0).await;
+    let mut subscription = events.subscribe(vec![shared.clone()]).unwrap();
+    // The reader keeps up, so the subscription is not cut off as slow.
+    let reader = tokio::spawn(async move {
+        while let Some(Ok(delivery)) = next(&mut subscription, Duration::from_secs(2)).await {
+            if let Delivery::Gap(reason) = delivery {
+                return Some(reason);
+            }
+        }
+        None
+    });
+    // Publishing without yielding fills the queue faster than the worker
+    // can drain it.
+    for n in 0..(agyn_events::PUBLISH_QUEUE as i64 * 2) {
+        events.publish(
+            "threads",
+            "message.created",
+            shared.clone(),
+            json!({ "n": n }),
+        );
+    }
+    assert_eq!(reader.await.unwrap(), Some(GapReason::EventsDropped));
+    let replay = events
+        .replay(std::slice::from_ref(&shared), &cursor.id)
+        .await
+        .unwrap();
+    assert_eq!(replay, Replay::Gap(GapReason::EventsDropped));
+}
+
 on_both_backends!(
+    dropped_events_are_reported,
     publish_reaches_subscribers_of_its_room,
     several_matching_rooms_deliver_once,
     overflow_drops_only_the_slow_subscriber,

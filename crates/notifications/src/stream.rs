@@ -271,6 +271,7 @@ fn gap_reason(reason: GapReason) -> pb::GapReason {
         GapReason::CursorNotFound => pb::GapReason::GAP_REASON_CURSOR_NOT_FOUND,
         GapReason::ReplayLimitExceeded => pb::GapReason::GAP_REASON_REPLAY_LIMIT_EXCEEDED,
         GapReason::BusInterrupted => pb::GapReason::GAP_REASON_BUS_INTERRUPTED,
+        GapReason::EventsDropped => pb::GapReason::GAP_REASON_EVENTS_DROPPED,
     }
 }
 

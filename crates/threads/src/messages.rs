@@ -374,6 +374,12 @@ fn validate_content(body: &str, file_ids: &[String]) -> Result<Vec<String>> {
             &format!("must be at most {MAX_BODY_BYTES} bytes"),
         ));
     }
+    if body.contains('\0') {
+        return Err(Error::invalid_field(
+            "body",
+            "must not contain NUL characters",
+        ));
+    }
     if file_ids.len() > MAX_FILES {
         return Err(Error::invalid_field(
             "file_ids",

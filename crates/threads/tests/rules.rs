@@ -408,8 +408,14 @@ async fn send_validates_its_input(backend: Backend) {
     let thread_id = thread.id.as_str();
     let too_long = "x".repeat(65_537);
 
-    let cases: [(&str, &str, Vec<String>, &str); 6] = [
+    let cases: [(&str, &str, Vec<String>, &str); 7] = [
         (thread_id, "  \n\t ", vec![], "body or file_ids required"),
+        (
+            thread_id,
+            "a\0b",
+            vec![],
+            "body: must not contain NUL characters",
+        ),
         ("nope", "hi", vec![], "thread_id: must be a UUID"),
         (
             thread_id,
@@ -437,7 +443,7 @@ async fn send_validates_its_input(backend: Backend) {
         ),
     ];
     for (index, (thread_id, body, file_ids, expected)) in cases.iter().enumerate() {
-        let request_id = if index == 5 { "bad key!" } else { "" };
+        let request_id = if index == 6 { "bad key!" } else { "" };
         let error = w
             .threads
             .send_message(
@@ -1520,9 +1526,10 @@ async fn organization_purge_deletes_threads(backend: Backend) {
     w.send(&bob, &kept.id, "still here", "").await.unwrap();
 
     w.orgs.delete_organization(&alice, &org).await.unwrap();
-    // Sends into an organization being deleted fail before the purge.
+    // Threads of an organization being deleted are gone for callers
+    // before the purge removes them.
     let error = w.send(&alice, &doomed[0], "late", "").await.unwrap_err();
-    assert_eq!(error.reason(), Some("ORGANIZATION_DELETING"));
+    assert_eq!(error.code(), Code::NotFound);
     w.orgs.purge(&org).await.unwrap();
     // The step is idempotent.
     w.threads.delete_organization_resources(&org).await.unwrap();
@@ -1564,7 +1571,42 @@ async fn organization_purge_deletes_threads(backend: Backend) {
     assert!(w.unacked(&bob, None).await.is_empty());
 }
 
+/// Deleting an organization ends access to its threads at once, before
+/// the purge removes them.
+async fn organization_deletion_hides_threads(backend: Backend) {
+    let w = World::new(backend).await;
+    let alice = w.user("alice").await;
+    let bob = w.user("bob").await;
+    let org = w.org(&alice, "Acme").await;
+    let thread = w.thread(&alice, &org, &[&bob]).await;
+    w.send(&alice, &thread.id, "before the deletion", "")
+        .await
+        .unwrap();
+    assert_eq!(w.unacked(&bob, None).await.len(), 1);
+
+    w.orgs.delete_organization(&alice, &org).await.unwrap();
+    let error = w.threads.get_thread(&bob, &thread.id).await.unwrap_err();
+    assert_eq!(error.code(), Code::NotFound);
+    let error = w.send(&bob, &thread.id, "after", "").await.unwrap_err();
+    assert_eq!(error.code(), Code::NotFound);
+    assert!(w.unacked(&bob, None).await.is_empty());
+    assert!(w.unacked(&bob, Some(&thread.id)).await.is_empty());
+    let counts = w
+        .threads
+        .unacked_message_counts(id(&bob), None)
+        .await
+        .unwrap();
+    assert!(counts.is_empty(), "{counts:?}");
+    let (mine, _) = w
+        .threads
+        .list_threads(&bob, ListView::Mine, None, &[], 0, "")
+        .await
+        .unwrap();
+    assert!(mine.is_empty());
+}
+
 on_both_backends!(
+    organization_deletion_hides_threads,
     concurrent_sends_store_each_key_once,
     send_validates_its_input,
     closed_threads_reject_writes_but_stay_readable,

@@ -6,7 +6,7 @@ use agyn_core::page::{Cursor, Page, SortOrder};
 use agyn_core::{Error, Result};
 use agyn_store::sqlx::{self, AnyConnection, Row, any::AnyRow};
 
-use super::{ParticipantRecord, Statement};
+use super::{IN_ACTIVE_ORG, ParticipantRecord, Statement};
 
 /// One immutable message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -211,7 +211,8 @@ pub async fn list_unacked(
 ) -> Result<(Vec<MessageRecord>, String)> {
     let mut statement = Statement::new(&format!(
         "SELECT {MESSAGE_COLUMNS}, r.created_at AS row_created_at \
-         FROM message_recipients r JOIN messages m ON m.id = r.message_id"
+         FROM message_recipients r JOIN messages m ON m.id = r.message_id \
+         JOIN threads t ON t.id = r.thread_id AND {IN_ACTIVE_ORG}"
     ));
     let participant = statement.text(participant_id);
     statement.push(&format!(
@@ -325,13 +326,13 @@ pub async fn unacked_counts(
     participant_id: &str,
     organization_id: Option<&str>,
 ) -> Result<Vec<(String, i64)>> {
-    let mut statement =
-        Statement::new("SELECT r.thread_id, COUNT(*) AS unacked FROM message_recipients r");
+    let mut statement = Statement::new(&format!(
+        "SELECT r.thread_id, COUNT(*) AS unacked FROM message_recipients r \
+         JOIN threads t ON t.id = r.thread_id AND {IN_ACTIVE_ORG}"
+    ));
     if let Some(org_id) = organization_id {
         let org = statement.text(org_id);
-        statement.push(&format!(
-            " JOIN threads t ON t.id = r.thread_id AND t.organization_id = {org}"
-        ));
+        statement.push(&format!(" AND t.organization_id = {org}"));
     }
     let participant = statement.text(participant_id);
     statement.push(&format!(

@@ -106,12 +106,19 @@ pub(crate) fn parse_kind(value: &str) -> Result<IdentityKind, sqlx::Error> {
         .ok_or_else(|| sqlx::Error::Decode(format!("unknown identity type {value:?}").into()))
 }
 
-/// Loads one thread with its participants.
+/// SQL condition on a thread row `t` that leaves out threads of
+/// organizations being deleted: access to them ends when the deletion
+/// starts, before the purge removes them.
+pub(crate) const IN_ACTIVE_ORG: &str =
+    "t.organization_id IN (SELECT o.id FROM organizations o WHERE o.state = 'active')";
+
+/// Loads one thread with its participants; a thread of an organization
+/// being deleted counts as missing.
 pub async fn thread_by_id(
     connection: &mut AnyConnection,
     id: &str,
 ) -> Result<Option<ThreadRecord>> {
-    let sql = format!("SELECT {THREAD_COLUMNS} FROM threads t WHERE t.id = $1");
+    let sql = format!("SELECT {THREAD_COLUMNS} FROM threads t WHERE t.id = $1 AND {IN_ACTIVE_ORG}");
     let row = sqlx::query(&sql)
         .bind(id)
         .fetch_optional(&mut *connection)
@@ -135,7 +142,9 @@ pub async fn threads_by_ids(
     }
     let mut statement = Statement::new(&format!("SELECT {THREAD_COLUMNS} FROM threads t"));
     let placeholders = statement.texts(ids);
-    statement.push(&format!(" WHERE t.id IN ({placeholders})"));
+    statement.push(&format!(
+        " WHERE t.id IN ({placeholders}) AND {IN_ACTIVE_ORG}"
+    ));
     let rows = statement.query().fetch_all(&mut *connection).await?;
     let threads = rows
         .iter()
@@ -299,13 +308,17 @@ pub async fn list_threads(
                  JOIN thread_participants p ON p.thread_id = t.id"
             ));
             let identity = statement.text(identity_id);
-            statement.push(&format!(" WHERE p.participant_id = {identity}"));
+            statement.push(&format!(
+                " WHERE p.participant_id = {identity} AND {IN_ACTIVE_ORG}"
+            ));
             statement
         }
         ThreadScope::Organization(org_id) => {
             let mut statement = Statement::new(&format!("SELECT {THREAD_COLUMNS} FROM threads t"));
             let org = statement.text(org_id);
-            statement.push(&format!(" WHERE t.organization_id = {org}"));
+            statement.push(&format!(
+                " WHERE t.organization_id = {org} AND {IN_ACTIVE_ORG}"
+            ));
             statement
         }
     };
