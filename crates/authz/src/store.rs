@@ -242,7 +242,7 @@ pub async fn delete_on_object(
 }
 
 /// Deletes `user`'s `relations` tuples on every object of `object_type`
-/// that holds the tuple `parent parent_relation <object>`.
+/// that has the tuple `parent parent_relation <object>`.
 pub async fn delete_user_relations_under(
     connection: &mut AnyConnection,
     user: &ObjectRef,

@@ -136,7 +136,7 @@ impl Error {
         self.reason
     }
 
-    /// Whether this error wraps a database unique-key violation, the sign
+    /// Returns whether this error wraps a database unique-key violation, the sign
     /// that a concurrent writer committed the same key first.
     pub fn is_unique_violation(&self) -> bool {
         match self

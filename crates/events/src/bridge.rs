@@ -177,7 +177,7 @@ pub async fn subscribe_loop(
                     Some(message) => receive(&hub, &replica_id, message.get_payload_bytes()),
                     None => break "the connection closed".to_string(),
                 },
-                // A subscribed connection answers PING with an array
+                // A subscribed connection replies to PING with an array
                 // (`pong` and an empty message), not a status string.
                 _ = ping.tick() => {
                     let pong = tokio::time::timeout(REDIS_TIMEOUT, sink.ping::<redis::Value>()).await;

@@ -16,7 +16,7 @@ use crate::{Organizations, cluster, deleting, identity_of, org_object, slug};
 
 const NAME_MAX_CHARS: usize = 128;
 
-/// What CreateMembership is asked to create.
+/// The membership that CreateMembership creates.
 #[derive(Debug, Clone)]
 pub struct MembershipInput<'a> {
     pub organization_id: &'a str,
@@ -790,7 +790,7 @@ async fn record_key(
     Ok(())
 }
 
-/// Whether `error` is a unique-key conflict with a concurrent writer.
+/// Returns whether `error` is a unique-key conflict with a concurrent writer.
 fn is_conflict(error: &Error) -> bool {
     error.is_unique_violation()
 }

@@ -36,7 +36,7 @@ const MAX_RETRY: Duration = Duration::from_secs(300);
 /// delete by organization id and are idempotent: a step may run again
 /// after a crash or a failure.
 pub trait ResourceCleaner: Send + Sync {
-    /// The step of [`DELETION_STEPS`] this cleaner serves.
+    /// Returns the step of [`DELETION_STEPS`] that this cleaner serves.
     fn step(&self) -> &'static str;
 
     fn delete_organization_resources<'a>(

@@ -5,7 +5,7 @@ use rand::Rng as _;
 /// Longest slug.
 pub const MAX_LEN: usize = 63;
 
-/// Whether `slug` matches `^[a-z0-9]([a-z0-9-]*[a-z0-9])?$` and has at
+/// Returns whether `slug` matches `^[a-z0-9]([a-z0-9-]*[a-z0-9])?$` and has at
 /// most [`MAX_LEN`] characters.
 pub fn is_valid(slug: &str) -> bool {
     let bytes = slug.as_bytes();

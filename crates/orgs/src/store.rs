@@ -385,7 +385,7 @@ pub async fn count_active_owners(
     Ok(row.try_get("owners")?)
 }
 
-/// Which memberships a membership list returns.
+/// The set of memberships that a membership list returns.
 pub enum MembershipScope<'a> {
     /// The memberships of one organization.
     Organization(&'a str),

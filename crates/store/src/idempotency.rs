@@ -12,7 +12,7 @@ use sqlx::{AnyConnection, Row};
 /// How long a key is remembered.
 pub const RETENTION_MICROS: i64 = 24 * 3600 * 1_000_000;
 
-/// What an earlier call with the same key recorded.
+/// The record that an earlier call with the same key stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recorded {
     pub fingerprint: String,
