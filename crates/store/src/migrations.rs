@@ -38,6 +38,7 @@ const SCRIPTS: &[Script] = &[
         "notifications",
         include_str!("../migrations/0005_notifications.sql"),
     ),
+    (6, "llm", include_str!("../migrations/0006_llm.sql")),
 ];
 
 #[derive(Debug)]
