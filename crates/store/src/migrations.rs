@@ -39,6 +39,7 @@ const SCRIPTS: &[Script] = &[
         include_str!("../migrations/0005_notifications.sql"),
     ),
     (6, "llm", include_str!("../migrations/0006_llm.sql")),
+    (7, "secrets", include_str!("../migrations/0007_secrets.sql")),
 ];
 
 #[derive(Debug)]
