@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: contract lint and client generation, Rust
 # formatting and lints, unit and storage tests on SQLite and PostgreSQL,
-# black-box tests of `agyn serve`, buf curl and the TypeScript client.
+# black-box tests of `agyn serve`, buf curl, the TypeScript client and the
+# OpenAI and Anthropic Python SDKs, then a search of every server log for
+# the canary secret.
 #
 # It installs the npm packages the tests need and starts PostgreSQL on
 # 127.0.0.1:5432 if it is down.
@@ -14,6 +16,10 @@ step() { printf '\n==> %s\n' "$*"; }
 
 export AGYN_TEST_POSTGRES_URL="${AGYN_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# Black-box tests write their trace-level server logs here, and store this
+# canary as provider tokens and secret values; no log may contain it.
+export AGYN_TEST_LOG_DIR="${AGYN_TEST_LOG_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/agyn-test-logs.XXXXXX")}"
+export AGYN_TEST_CANARY="${AGYN_TEST_CANARY:-agyn-canary-7c1f0e9b4d2a}"
 
 step "PostgreSQL"
 if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
@@ -64,5 +70,8 @@ AGYN_BIN=target/debug/agyn bash tests/e2e/buf-curl.sh
 
 step "TypeScript Connect client against agyn serve"
 npm run --silent test:ts
+
+step "OpenAI and Anthropic Python SDKs against the LLM proxy, then the log canary check"
+AGYN_BIN=target/debug/agyn bash tests/python/run.sh
 
 step "all tests passed"

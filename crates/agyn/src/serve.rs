@@ -58,7 +58,7 @@ pub async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     if config.redis_url.is_some() {
         tracing::info!("Events are shared with other replicas through Redis");
     }
-    let mut platform = Platform::new(db.clone(), pki.clone(), events);
+    let mut platform = Platform::new(db.clone(), pki.clone(), master_key.clone(), events);
     platform.cors_origins = config.cors_allowed_origins.clone();
     let users = platform.users.clone();
     let bootstrap = users

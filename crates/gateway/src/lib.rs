@@ -10,6 +10,8 @@ mod auth;
 mod enroll;
 mod guard;
 mod layer;
+mod llm_proxy;
+mod llm_usage;
 mod policy;
 pub mod transport;
 
@@ -19,11 +21,15 @@ use std::time::Duration;
 use agyn_api_authorization::agynio::api::authorization::v1::AUTHORIZATION_SERVICE_SERVICE_NAME;
 use agyn_api_chat::agynio::api::chat::v1::{CHAT_GATEWAY_SERVICE_NAME, CHAT_SERVICE_SERVICE_NAME};
 use agyn_api_identity::agynio::api::identity::v1::IDENTITY_SERVICE_SERVICE_NAME;
+use agyn_api_llm::agynio::api::llm::v1::{LLM_GATEWAY_SERVICE_NAME, LLM_SERVICE_SERVICE_NAME};
 use agyn_api_notifications::agynio::api::notifications::v1::{
     NOTIFICATIONS_GATEWAY_SERVICE_NAME, NOTIFICATIONS_SERVICE_SERVICE_NAME,
 };
 use agyn_api_organizations::agynio::api::organizations::v1::{
     ORGANIZATIONS_GATEWAY_SERVICE_NAME, ORGANIZATIONS_SERVICE_SERVICE_NAME,
+};
+use agyn_api_secrets::agynio::api::secrets::v1::{
+    SECRETS_GATEWAY_SERVICE_NAME, SECRETS_SERVICE_SERVICE_NAME,
 };
 use agyn_api_threads::agynio::api::threads::v1::{
     THREADS_GATEWAY_SERVICE_NAME, THREADS_SERVICE_SERVICE_NAME,
@@ -34,9 +40,11 @@ use agyn_api_users::agynio::api::users::v1::{
 use agyn_authz::Authorizer;
 use agyn_authz::service::AuthorizationRpc;
 use agyn_chat::service::{ChatGatewayRpc, ChatRpc};
+use agyn_llm::service::{LlmGatewayRpc, LlmRpc};
 use agyn_notifications::service::{NotificationsGatewayRpc, NotificationsRpc};
 use agyn_orgs::Organizations;
 use agyn_orgs::service::{OrganizationsGatewayRpc, OrganizationsRpc};
+use agyn_secrets::service::{SecretsGatewayRpc, SecretsRpc};
 use agyn_store::Db;
 use agyn_threads::service::{ThreadsGatewayRpc, ThreadsRpc};
 use agyn_users::Users;
@@ -61,6 +69,10 @@ pub struct Platform {
     pub orgs: Organizations,
     pub threads: agyn_threads::Threads,
     pub chat: agyn_chat::Chat,
+    /// LLM providers and models, and model resolution for the LLM proxy.
+    pub llm: agyn_llm::Llm,
+    /// Secret providers, secrets and image pull secrets.
+    pub secrets: agyn_secrets::Secrets,
     /// The platform CA, which verifies client certificates.
     pub pki: agyn_pki::Pki,
     /// The notification streams and the event bus behind them.
@@ -72,20 +84,29 @@ pub struct Platform {
 }
 
 impl Platform {
-    /// Assembles every service over one database, CA and event bus, with
-    /// no CORS origins and no OIDC issuer.
-    pub fn new(db: Db, pki: agyn_pki::Pki, events: agyn_events::Events) -> Self {
+    /// Assembles every service over one database, CA, master key and event
+    /// bus, with no CORS origins and no OIDC issuer.
+    pub fn new(
+        db: Db,
+        pki: agyn_pki::Pki,
+        master_key: agyn_pki::MasterKey,
+        events: agyn_events::Events,
+    ) -> Self {
         let users = Users::new(db.clone()).with_pki(pki.clone());
         // The organization purge runs these in its fixed step order.
         let cleaners: Vec<Arc<dyn agyn_orgs::ResourceCleaner>> = vec![
             Arc::new(agyn_chat::ChatCleaner::new(db.clone())),
             Arc::new(agyn_threads::ThreadsCleaner::new(db.clone())),
+            Arc::new(agyn_llm::LlmCleaner::new(db.clone())),
+            Arc::new(agyn_secrets::SecretsCleaner::new(db.clone())),
         ];
         let sink: Arc<dyn agyn_core::events::EventSink> = Arc::new(events.clone());
         let orgs = Organizations::new(db.clone(), cleaners).with_events(Arc::clone(&sink));
         let threads = agyn_threads::Threads::new(db.clone(), orgs.clone(), sink)
             .with_post_send_hook(Arc::new(agyn_chat::SummaryHook::new(db.clone())));
         let chat = agyn_chat::Chat::new(db.clone(), threads.clone());
+        let llm = agyn_llm::Llm::new(db.clone(), master_key.clone(), orgs.clone());
+        let secrets = agyn_secrets::Secrets::new(db.clone(), master_key, orgs.clone());
         let notifications =
             agyn_notifications::Notifications::new(events, Authorizer::new(db.clone()));
         Self {
@@ -94,6 +115,8 @@ impl Platform {
             orgs,
             threads,
             chat,
+            llm,
+            secrets,
             pki,
             notifications,
             oidc: None,
@@ -119,7 +142,9 @@ pub fn public_app(platform: &Platform) -> axum::Router {
             platform.notifications.clone(),
         )))
         .add_service(Arc::new(ThreadsGatewayRpc::new(platform.threads.clone())))
-        .add_service(Arc::new(ChatGatewayRpc::new(platform.chat.clone())));
+        .add_service(Arc::new(ChatGatewayRpc::new(platform.chat.clone())))
+        .add_service(Arc::new(LlmGatewayRpc::new(platform.llm.clone())))
+        .add_service(Arc::new(SecretsGatewayRpc::new(platform.secrets.clone())));
     let rpc = rpc_service(
         Listener::Public,
         router,
@@ -129,33 +154,40 @@ pub fn public_app(platform: &Platform) -> axum::Router {
             NOTIFICATIONS_GATEWAY_SERVICE_NAME,
             THREADS_GATEWAY_SERVICE_NAME,
             CHAT_GATEWAY_SERVICE_NAME,
+            LLM_GATEWAY_SERVICE_NAME,
+            SECRETS_GATEWAY_SERVICE_NAME,
         ],
         Some(public_service_names()),
         &[],
         platform,
     );
     let db = platform.db.clone();
-    axum::Router::new()
+    let gateway = GatewayLayer::new(
+        Listener::Public,
+        Authenticator::new(platform.users.clone()).with_oidc(platform.oidc.clone()),
+        platform.pki.clone(),
+        platform.users.clone(),
+        Vec::new(),
+    );
+    // The proxy reads its own, larger bodies, so it sits outside the
+    // Connect body guard.
+    let proxy =
+        llm_proxy::LlmProxy::new(gateway.clone(), platform.llm.clone(), platform.db.clone())
+            .router();
+    let rpc = axum::Router::new()
         .route("/healthz", get(healthz))
         .route("/api/healthz", get(healthz))
         .route("/readyz", get(move || readyz(db.clone())))
-        .route(
-            "/me",
-            get(me).with_state(GatewayLayer::new(
-                Listener::Public,
-                Authenticator::new(platform.users.clone()).with_oidc(platform.oidc.clone()),
-                platform.pki.clone(),
-                platform.users.clone(),
-                Vec::new(),
-            )),
-        )
+        .route("/me", get(me).with_state(gateway))
         .route(
             "/enroll",
             axum::routing::post(enroll::enroll)
                 .with_state(enroll::Enrollment::new(platform.users.clone())),
         )
         .fallback_service(rpc)
-        .layer(axum::middleware::from_fn(guard::require_json_objects))
+        .layer(axum::middleware::from_fn(guard::require_json_objects));
+    proxy
+        .merge(rpc)
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
             guard::BODY_IDLE_TIMEOUT,
         ))
@@ -176,6 +208,8 @@ pub fn internal_app(platform: &Platform) -> axum::Router {
         )))
         .add_service(Arc::new(ThreadsRpc::new(platform.threads.clone())))
         .add_service(Arc::new(ChatRpc::new(platform.chat.clone())))
+        .add_service(Arc::new(LlmRpc::new(platform.llm.clone())))
+        .add_service(Arc::new(SecretsRpc::new(platform.secrets.clone())))
         .add_service(Arc::new(AuthorizationRpc::new(Authorizer::new(
             platform.db.clone(),
         ))));
@@ -189,6 +223,8 @@ pub fn internal_app(platform: &Platform) -> axum::Router {
             NOTIFICATIONS_SERVICE_SERVICE_NAME,
             THREADS_SERVICE_SERVICE_NAME,
             CHAT_SERVICE_SERVICE_NAME,
+            LLM_SERVICE_SERVICE_NAME,
+            SECRETS_SERVICE_SERVICE_NAME,
             AUTHORIZATION_SERVICE_SERVICE_NAME,
         ],
         None,

@@ -170,6 +170,35 @@ const ALLOW_LIST: &[(&str, &[&str])] = &[
         "/agynio.api.chat.v1.ChatService/DeleteOrganizationResources",
         &["organizations"],
     ),
+    ("/agynio.api.llm.v1.LLMService/ResolveModel", &["gateway"]),
+    (
+        "/agynio.api.llm.v1.LLMService/GetModel",
+        &["gateway", "agents"],
+    ),
+    (
+        "/agynio.api.llm.v1.LLMService/DeleteOrganizationResources",
+        &["organizations"],
+    ),
+    (
+        "/agynio.api.secrets.v1.SecretsService/ResolveSecret",
+        &["orchestrator"],
+    ),
+    (
+        "/agynio.api.secrets.v1.SecretsService/ResolveImagePullSecret",
+        &["orchestrator"],
+    ),
+    (
+        "/agynio.api.secrets.v1.SecretsService/SecretExists",
+        &["agents"],
+    ),
+    (
+        "/agynio.api.secrets.v1.SecretsService/ImagePullSecretExists",
+        &["agents"],
+    ),
+    (
+        "/agynio.api.secrets.v1.SecretsService/DeleteOrganizationResources",
+        &["organizations"],
+    ),
     (
         "/agynio.api.notifications.v1.NotificationsService/Publish",
         &["threads", "agents", "runners", "tracing", "organizations"],

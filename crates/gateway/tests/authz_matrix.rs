@@ -26,6 +26,8 @@ const COVERED_SERVICES: &[&str] = &[
     "agynio.api.threads.v1.ThreadsGateway",
     "agynio.api.chat.v1.ChatGateway",
     "agynio.api.notifications.v1.NotificationsGateway",
+    "agynio.api.llm.v1.LLMGateway",
+    "agynio.api.secrets.v1.SecretsGateway",
 ];
 
 /// The principals, in the column order of every row.
@@ -93,6 +95,21 @@ struct Fixture {
     thread: String,
     /// A conversation of `org` with the owner and the member.
     conversation: String,
+    /// A scripted provider of `org` and a model on it.
+    provider: String,
+    model: String,
+    /// A provider of `org` that no model uses.
+    spare_provider: String,
+    /// A Vault secret provider of `org` that nothing references, a local
+    /// secret and a local image pull secret.
+    secret_provider: String,
+    secret: String,
+    image_pull_secret: String,
+}
+
+/// A script that answers TestModel's prompt.
+fn test_script() -> Value {
+    json!({"rules": [{"steps": [{"text": "Hello from the script"}]}]})
 }
 
 fn rows() -> Vec<Row> {
@@ -109,6 +126,12 @@ fn rows() -> Vec<Row> {
     };
     let chat = |method: &str| -> &'static str {
         Box::leak(format!("agynio.api.chat.v1.ChatGateway/{method}").into_boxed_str())
+    };
+    let llm = |method: &str| -> &'static str {
+        Box::leak(format!("agynio.api.llm.v1.LLMGateway/{method}").into_boxed_str())
+    };
+    let secrets = |method: &str| -> &'static str {
+        Box::leak(format!("agynio.api.secrets.v1.SecretsGateway/{method}").into_boxed_str())
     };
     let every_user = [UNAUTHENTICATED, OK, OK, OK, OK, OK];
     // The member and the owner take part in the fixture thread; the admin
@@ -459,6 +482,200 @@ fn rows() -> Vec<Row> {
             body: |f| json!({"rooms": [format!("identity:{}", f.owner_id)]}),
             expect: [UNAUTHENTICATED, DENIED, DENIED, OK, DENIED, DENIED],
         },
+        // LLMGateway.
+        Row {
+            shape: Shape::Unary,
+            method: llm("CreateProvider"),
+            case: "",
+            body: |f| json!({"organizationId": f.org, "name": "created", "script": test_script()}),
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: llm("GetProvider"),
+            case: "",
+            body: |f| json!({"id": f.provider}),
+            expect: readers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: llm("ListProviders"),
+            case: "",
+            body: |f| json!({"organizationId": f.org}),
+            expect: readers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: llm("UpdateProvider"),
+            case: "",
+            body: |f| json!({"id": f.provider, "name": "renamed"}),
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: llm("DeleteProvider"),
+            case: "an unused provider",
+            body: |f| json!({"id": f.spare_provider}),
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: llm("CreateModel"),
+            case: "",
+            body: |f| {
+                json!({"organizationId": f.org, "name": "second", "providerId": f.provider,
+                       "remoteName": "scripted-2"})
+            },
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: llm("GetModel"),
+            case: "",
+            body: |f| json!({"id": f.model}),
+            expect: readers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: llm("ListModels"),
+            case: "",
+            body: |f| json!({"organizationId": f.org}),
+            expect: readers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: llm("UpdateModel"),
+            case: "",
+            body: |f| json!({"id": f.model, "name": "renamed"}),
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: llm("DeleteModel"),
+            case: "",
+            body: |f| json!({"id": f.model}),
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: llm("TestModel"),
+            case: "a scripted model",
+            body: |f| json!({"modelId": f.model}),
+            expect: readers,
+        },
+        // SecretsGateway.
+        Row {
+            shape: Shape::Unary,
+            method: secrets("CreateSecretProvider"),
+            case: "",
+            body: |f| {
+                json!({"organizationId": f.org, "name": "vault-2",
+                       "providerType": "SECRET_PROVIDER_TYPE_VAULT",
+                       "config": {"vault": {"address": "http://127.0.0.1:1", "token": "t"}}})
+            },
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: secrets("GetSecretProvider"),
+            case: "",
+            body: |f| json!({"id": f.secret_provider}),
+            expect: readers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: secrets("ListSecretProviders"),
+            case: "",
+            body: |f| json!({"organizationId": f.org}),
+            expect: readers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: secrets("UpdateSecretProvider"),
+            case: "",
+            body: |f| json!({"id": f.secret_provider, "description": "changed"}),
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: secrets("DeleteSecretProvider"),
+            case: "",
+            body: |f| json!({"id": f.secret_provider}),
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: secrets("CreateSecret"),
+            case: "",
+            body: |f| json!({"organizationId": f.org, "name": "second", "value": "v"}),
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: secrets("GetSecret"),
+            case: "",
+            body: |f| json!({"id": f.secret}),
+            expect: readers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: secrets("ListSecrets"),
+            case: "",
+            body: |f| json!({"organizationId": f.org}),
+            expect: readers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: secrets("UpdateSecret"),
+            case: "",
+            body: |f| json!({"id": f.secret, "description": "changed"}),
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: secrets("DeleteSecret"),
+            case: "",
+            body: |f| json!({"id": f.secret}),
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: secrets("CreateImagePullSecret"),
+            case: "",
+            body: |f| {
+                json!({"organizationId": f.org, "registry": "ghcr.io", "username": "bot",
+                       "value": "pw"})
+            },
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: secrets("GetImagePullSecret"),
+            case: "",
+            body: |f| json!({"id": f.image_pull_secret}),
+            expect: readers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: secrets("ListImagePullSecrets"),
+            case: "",
+            body: |f| json!({"organizationId": f.org}),
+            expect: readers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: secrets("UpdateImagePullSecret"),
+            case: "",
+            body: |f| json!({"id": f.image_pull_secret, "username": "robot"}),
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: secrets("DeleteImagePullSecret"),
+            case: "",
+            body: |f| json!({"id": f.image_pull_secret}),
+            expect: managers,
+        },
     ]
 }
 
@@ -498,12 +715,13 @@ async fn new_user(users: &Users, name: &str) -> String {
 impl World {
     async fn start(backend: Backend) -> Self {
         let db = agyn_store::testing::fresh(backend).await;
-        let pki = agyn_pki::Pki::load_or_create(db.clone(), &agyn_pki::MasterKey::generate())
+        let master_key = agyn_pki::MasterKey::generate();
+        let pki = agyn_pki::Pki::load_or_create(db.clone(), &master_key)
             .await
             .unwrap();
         let events =
             agyn_events::Events::start(db.clone(), agyn_events::EventsConfig::default()).unwrap();
-        let platform = Platform::new(db, pki, events);
+        let platform = Platform::new(db, pki, master_key, events);
         let orgs = platform.orgs.clone();
         let users = platform.users.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -562,8 +780,9 @@ impl World {
         value
     }
 
-    /// Creates the organizations, memberships and tokens one cell uses.
-    async fn fixture(&self) -> Fixture {
+    /// Creates the organizations, memberships and tokens one cell uses,
+    /// plus the LLM or secrets resources when `method` belongs to them.
+    async fn fixture(&self, method: &str) -> Fixture {
         let owner = user_caller(self.id(Who::Owner));
         let admin = user_caller(self.id(Who::Admin));
         let org = self
@@ -629,33 +848,113 @@ impl World {
             .device
             .id;
         let owner_credential = &self.principals[column_of(Who::Owner)].as_ref().unwrap().1;
-        let thread = self
-            .post(
+        // Threads, chat and notifications rows need a thread and a
+        // conversation; creating them for every cell would double the run.
+        let (mut thread, mut conversation) = Default::default();
+        let messaging = ["threads", "chat", "notifications"]
+            .iter()
+            .any(|service| method.starts_with(&format!("agynio.api.{service}.")));
+        if messaging {
+            thread = self
+                .post(
+                    owner_credential,
+                    "agynio.api.threads.v1.ThreadsGateway/CreateThread",
+                    json!({"organizationId": org, "participants": [{"id": self.id(Who::Member)}]}),
+                )
+                .await["thread"]["meta"]["id"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            self.post(
                 owner_credential,
-                "agynio.api.threads.v1.ThreadsGateway/CreateThread",
-                json!({"organizationId": org, "participants": [{"id": self.id(Who::Member)}]}),
+                "agynio.api.threads.v1.ThreadsGateway/SendMessage",
+                json!({"threadId": thread, "body": "welcome"}),
             )
-            .await["thread"]["meta"]["id"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        self.post(
-            owner_credential,
-            "agynio.api.threads.v1.ThreadsGateway/SendMessage",
-            json!({"threadId": thread, "body": "welcome"}),
-        )
-        .await;
-        let conversation = self
-            .post(
-                owner_credential,
-                "agynio.api.chat.v1.ChatGateway/CreateConversation",
-                json!({"organizationId": org, "participantIds": [self.id(Who::Member)]}),
-            )
-            .await["conversation"]["meta"]["id"]
-            .as_str()
-            .unwrap()
-            .to_string();
+            .await;
+            conversation = self
+                .post(
+                    owner_credential,
+                    "agynio.api.chat.v1.ChatGateway/CreateConversation",
+                    json!({"organizationId": org, "participantIds": [self.id(Who::Member)]}),
+                )
+                .await["conversation"]["meta"]["id"]
+                .as_str()
+                .unwrap()
+                .to_string();
+        }
+        let created =
+            |reply: Value, field: &str| reply[field]["meta"]["id"].as_str().unwrap().to_string();
+        let (mut provider, mut spare_provider, mut model) = Default::default();
+        if method.starts_with("agynio.api.llm.") {
+            provider = created(
+                self.post(
+                    owner_credential,
+                    "agynio.api.llm.v1.LLMGateway/CreateProvider",
+                    json!({"organizationId": org, "name": "scripted", "script": test_script()}),
+                )
+                .await,
+                "provider",
+            );
+            spare_provider = created(
+                self.post(
+                    owner_credential,
+                    "agynio.api.llm.v1.LLMGateway/CreateProvider",
+                    json!({"organizationId": org, "name": "spare", "script": test_script()}),
+                )
+                .await,
+                "provider",
+            );
+            model = created(
+                self.post(
+                    owner_credential,
+                    "agynio.api.llm.v1.LLMGateway/CreateModel",
+                    json!({"organizationId": org, "name": "scripted", "providerId": provider,
+                           "remoteName": "scripted-1"}),
+                )
+                .await,
+                "model",
+            );
+        }
+        let (mut secret_provider, mut secret, mut image_pull_secret) = Default::default();
+        if method.starts_with("agynio.api.secrets.") {
+            secret_provider = created(
+                self.post(
+                    owner_credential,
+                    "agynio.api.secrets.v1.SecretsGateway/CreateSecretProvider",
+                    json!({"organizationId": org, "name": "vault",
+                           "providerType": "SECRET_PROVIDER_TYPE_VAULT",
+                           "config": {"vault": {"address": "http://127.0.0.1:1", "token": "t"}}}),
+                )
+                .await,
+                "secretProvider",
+            );
+            secret = created(
+                self.post(
+                    owner_credential,
+                    "agynio.api.secrets.v1.SecretsGateway/CreateSecret",
+                    json!({"organizationId": org, "name": "api-key", "value": "v"}),
+                )
+                .await,
+                "secret",
+            );
+            image_pull_secret = created(
+                self.post(
+                    owner_credential,
+                    "agynio.api.secrets.v1.SecretsGateway/CreateImagePullSecret",
+                    json!({"organizationId": org, "registry": "ghcr.io", "username": "bot",
+                           "value": "pw"}),
+                )
+                .await,
+                "imagePullSecret",
+            );
+        }
         Fixture {
+            provider,
+            model,
+            spare_provider,
+            secret_provider,
+            secret,
+            image_pull_secret,
             thread,
             conversation,
             owner_device,
@@ -759,7 +1058,7 @@ async fn matrix(backend: Backend) {
     let mut cells = 0;
     for row in &rows {
         for (column, expected) in row.expect.iter().enumerate() {
-            let fixture = world.fixture().await;
+            let fixture = world.fixture(row.method).await;
             let body = (row.body)(&fixture);
             let got = match row.shape {
                 Shape::Unary => world.call(column, row.method, &body).await,

@@ -35,7 +35,7 @@ use agyn_core::id::parse_id;
 use agyn_core::{Error, Result};
 use agyn_orgs::{OrgState, Organizations, ResourceCleaner};
 use agyn_pki::MasterKey;
-use agyn_store::Db;
+use agyn_store::{Db, sqlx};
 
 pub use models::{ModelUpdate, NewModel};
 pub use providers::{NewProvider, ProviderUpdate};
@@ -88,7 +88,8 @@ impl Llm {
     }
 
     /// DeleteOrganizationResources (internal): deletes every model of the
-    /// organization with its tuples, then every provider. Idempotent.
+    /// organization with its tuples, then every provider and the usage
+    /// records of LLM proxy calls. Idempotent.
     pub async fn delete_organization_resources(&self, organization_id: &str) -> Result<()> {
         let org_id = parse_id("organization_id", organization_id)?;
         delete_organization_llm(&self.db, &org_id).await
@@ -163,6 +164,11 @@ async fn delete_organization_llm(db: &Db, org_id: &str) -> Result<()> {
     }
     let mut tx = db.begin_write().await?;
     let providers = store::delete_providers_of_organization(&mut tx, org_id).await?;
+    // The LLM proxy records one usage row per call.
+    sqlx::query("DELETE FROM llm_usage WHERE organization_id = $1")
+        .bind(org_id)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
     tracing::info!(
         organization_id = %org_id,

@@ -40,6 +40,11 @@ const SCRIPTS: &[Script] = &[
     ),
     (6, "llm", include_str!("../migrations/0006_llm.sql")),
     (7, "secrets", include_str!("../migrations/0007_secrets.sql")),
+    (
+        8,
+        "llm usage",
+        include_str!("../migrations/0008_llm_usage.sql"),
+    ),
 ];
 
 #[derive(Debug)]

@@ -22,6 +22,12 @@ pub struct Server {
     log_path: PathBuf,
 }
 
+/// A value that tests store as a provider token and as a secret value. It
+/// must never appear in a server log; AGYN_TEST_CANARY overrides it.
+pub fn canary() -> String {
+    std::env::var("AGYN_TEST_CANARY").unwrap_or_else(|_| "agyn-canary-7c1f0e9b4d2a".to_string())
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -55,7 +61,15 @@ impl Server {
         std::fs::create_dir_all(&data_dir).unwrap();
         let port = free_port();
         let internal_port = free_port();
-        let log_path = data_dir.join("server.log");
+        // Logs go to AGYN_TEST_LOG_DIR when it is set, where the test script
+        // searches them for the canary secret after every suite has run.
+        let log_path = match std::env::var_os("AGYN_TEST_LOG_DIR") {
+            Some(dir) => {
+                std::fs::create_dir_all(&dir).unwrap();
+                PathBuf::from(dir).join(format!("serve-{}.log", unique_suffix()))
+            }
+            None => data_dir.join("server.log"),
+        };
         let log = std::fs::File::create(&log_path).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_agyn"))
             .arg("serve")
