@@ -327,6 +327,34 @@ async fn llm_proxy_relays_upstream_calls() {
         "the log is at trace level"
     );
     assert!(!log.contains(&secret), "the canary reached the server log");
+
+    // Each relayed call left a usage row with the tokens it reported.
+    use agyn_store::sqlx::{self, Row as _};
+    sqlx::any::install_default_drivers();
+    let url = format!(
+        "sqlite://{}?mode=ro",
+        server.data_dir.join("agyn.db").display()
+    );
+    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+    let rows = sqlx::query(
+        "SELECT status, streamed, input_tokens, output_tokens, thread_id FROM llm_usage \
+         WHERE model_id = $1 ORDER BY id",
+    )
+    .bind(&model)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let usage: Vec<(i64, i64, Option<i64>, Option<i64>, String)> = rows
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4)))
+        .collect();
+    assert_eq!(
+        usage[0],
+        (200, 0, Some(11), Some(4), "thread-1".to_string())
+    );
+    assert_eq!(usage[1], (429, 0, None, None, String::new()));
+    assert_eq!(usage[2], (200, 1, Some(3), Some(5), String::new()));
+    assert_eq!(usage.len(), 4, "{usage:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
