@@ -33,6 +33,9 @@ struct Upstream {
 
 type Shared = Arc<Mutex<Upstream>>;
 
+/// `(status, streamed, input_tokens, output_tokens, thread_id)` of a usage row.
+type UsageRow = (i64, i64, Option<i64>, Option<i64>, String);
+
 async fn upstream(State(shared): State<Shared>, request: Request) -> Response {
     let uri = request.uri().to_string();
     let headers = request.headers().clone();
@@ -344,7 +347,7 @@ async fn llm_proxy_relays_upstream_calls() {
     .fetch_all(&pool)
     .await
     .unwrap();
-    let usage: Vec<(i64, i64, Option<i64>, Option<i64>, String)> = rows
+    let usage: Vec<UsageRow> = rows
         .iter()
         .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4)))
         .collect();
