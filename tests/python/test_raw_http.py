@@ -245,9 +245,10 @@ def test_call_logged_without_headers_or_body(
     request_id = f"python-log-{uuid.uuid4()}"
     body_marker = f"body-marker-{uuid.uuid4()}"
     header_marker = f"header-marker-{uuid.uuid4()}"
+    thread_id = str(uuid.uuid4())
     headers = bearer(users) + [
         ("x-request-id", request_id),
-        ("x-agyn-thread-id", "thread-42"),
+        ("x-agyn-thread-id", thread_id),
         ("x-caller-note", header_marker),
     ]
 
@@ -262,7 +263,7 @@ def test_call_logged_without_headers_or_body(
     line = wait_for_log_line(server, request_id)
     assert platform.responses_model in line
     assert platform.provider_ids[0] in line
-    assert "thread-42" in line
+    assert f"thread_id={thread_id}" in line
     assert "/v1/responses" in line
     assert re.search(r"upstream_status\W+200\b", line), line
     assert re.search(r"streamed\W+true\b", line), line

@@ -33,6 +33,9 @@ struct Upstream {
 
 type Shared = Arc<Mutex<Upstream>>;
 
+/// The thread id that the first call names in `x-agyn-thread-id`.
+const THREAD: &str = "0190a000-0000-7000-8000-000000000001";
+
 /// `(status, streamed, input_tokens, output_tokens, thread_id)` of a usage row.
 type UsageRow = (i64, i64, Option<i64>, Option<i64>, String);
 
@@ -65,6 +68,8 @@ async fn upstream(State(shared): State<Shared>, request: Request) -> Response {
         .status(status)
         .header("content-type", "application/json")
         .header("x-ratelimit-remaining-requests", "42")
+        .header("connection", "x-hop")
+        .header("x-hop", "1")
         .body(Body::from(body))
         .unwrap()
 }
@@ -168,13 +173,14 @@ async fn llm_proxy_relays_upstream_calls() {
         .bearer_auth(&server.admin_token)
         .header("content-type", "application/json")
         .header("openai-beta", "responses=v1")
-        .header("x-agyn-thread-id", "thread-1")
+        .header("x-agyn-thread-id", THREAD)
         .body(body)
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["x-ratelimit-remaining-requests"], "42");
+    assert!(!response.headers().contains_key("x-hop"));
     let reply: Value = response.json().await.unwrap();
     assert_eq!(reply["usage"]["input_tokens"], 11);
     {
@@ -283,7 +289,43 @@ async fn llm_proxy_relays_upstream_calls() {
     );
     assert_eq!(error["error"]["type"], "invalid_request_error");
 
-    // No credential, and an unknown route, in the caller's error shape.
+    // A provider whose endpoint is the platform itself would make the
+    // proxy call itself without end; the second hop is rejected.
+    let looping = rpc(
+        &client,
+        &server,
+        "agynio.api.llm.v1.LLMGateway/CreateProvider",
+        json!({"organizationId": org, "name": "loop", "endpoint": server.base_url(),
+               "token": server.admin_token}),
+    )
+    .await["provider"]["meta"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let looping_model = rpc(
+        &client,
+        &server,
+        "agynio.api.llm.v1.LLMGateway/CreateModel",
+        json!({"organizationId": org, "name": "Loop", "providerId": looping,
+               "remoteName": "unused"}),
+    )
+    .await["model"]["meta"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let response = client
+        .post(proxy("/v1/responses"))
+        .bearer_auth(&server.admin_token)
+        .body(json!({"model": looping_model, "input": "hi"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::LOOP_DETECTED);
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "proxy_loop");
+
+    // No credential, an unknown route and a GET, in the caller's error
+    // shape.
     let response = client
         .post(proxy("/v1/messages"))
         .body(json!({"model": model}).to_string())
@@ -298,6 +340,19 @@ async fn llm_proxy_relays_upstream_calls() {
         .post(proxy("/v1/embeddings"))
         .bearer_auth(&server.admin_token)
         .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["error"]["type"], "not_found_error");
+    assert_eq!(
+        error["error"]["message"],
+        "unknown LLM proxy route POST /v1/embeddings"
+    );
+    let response = client
+        .get(proxy("/api/v1/responses"))
+        .bearer_auth(&server.admin_token)
         .send()
         .await
         .unwrap();
@@ -322,7 +377,9 @@ async fn llm_proxy_relays_upstream_calls() {
         "{calls:#?}"
     );
     assert!(
-        calls.iter().any(|line| line.contains("thread_id=thread-1")),
+        calls
+            .iter()
+            .any(|line| line.contains(&format!("thread_id={THREAD}"))),
         "{calls:#?}"
     );
     assert!(
@@ -351,10 +408,7 @@ async fn llm_proxy_relays_upstream_calls() {
         .iter()
         .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4)))
         .collect();
-    assert_eq!(
-        usage[0],
-        (200, 0, Some(11), Some(4), "thread-1".to_string())
-    );
+    assert_eq!(usage[0], (200, 0, Some(11), Some(4), THREAD.to_string()));
     assert_eq!(usage[1], (429, 0, None, None, String::new()));
     assert_eq!(usage[2], (200, 1, Some(3), Some(5), String::new()));
     assert_eq!(usage.len(), 4, "{usage:?}");

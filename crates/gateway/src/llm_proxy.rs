@@ -22,7 +22,7 @@ use agyn_store::Db;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{any, post};
 use bytes::Bytes;
 use futures::Stream;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
@@ -46,6 +46,10 @@ const USAGE_WINDOW: usize = 256 << 10;
 const HEAD_WINDOW: usize = 16 << 10;
 
 const THREAD_ID_HEADER: &str = "x-agyn-thread-id";
+/// Marks requests that the proxy sends upstream. A request that arrives
+/// with it comes from a provider endpoint that points back at a platform
+/// proxy, and is rejected instead of looping.
+const PROXIED_HEADER: &str = "x-agyn-proxied";
 
 /// State shared by the proxy routes.
 #[derive(Clone)]
@@ -79,18 +83,32 @@ impl LlmProxy {
         }
     }
 
-    /// Builds the proxy routes, at `/v1/...` and under `/api/`.
+    /// Builds the proxy routes, at `/v1/...` and under `/api/`. Other
+    /// paths and methods under `/v1/` get a 404 in the OpenAI or the
+    /// Anthropic error shape.
     pub(crate) fn router(self) -> axum::Router {
-        let routes = axum::Router::new()
-            .route("/responses", post(responses))
-            .route("/chat/completions", post(chat_completions))
-            .route("/messages", post(messages))
-            .route("/messages/count_tokens", post(count_tokens))
-            .fallback(unknown_route)
-            .with_state(self);
-        axum::Router::new()
-            .nest("/v1", routes.clone())
-            .nest("/api/v1", routes)
+        let mut router = axum::Router::new();
+        for prefix in ["/v1", "/api/v1"] {
+            router = router
+                .route(
+                    &format!("{prefix}/responses"),
+                    post(responses).fallback(unknown_route),
+                )
+                .route(
+                    &format!("{prefix}/chat/completions"),
+                    post(chat_completions).fallback(unknown_route),
+                )
+                .route(
+                    &format!("{prefix}/messages"),
+                    post(messages).fallback(unknown_route),
+                )
+                .route(
+                    &format!("{prefix}/messages/count_tokens"),
+                    post(count_tokens).fallback(unknown_route),
+                )
+                .route(&format!("{prefix}/{{*rest}}"), any(unknown_route));
+        }
+        router.with_state(self)
     }
 }
 
@@ -213,6 +231,7 @@ impl ProxyError {
                 "request_too_large",
             ),
             StatusCode::SERVICE_UNAVAILABLE => ("api_error", "overloaded_error", "unavailable"),
+            StatusCode::LOOP_DETECTED => ("api_error", "api_error", "proxy_loop"),
             _ => ("api_error", "api_error", "upstream_error"),
         };
         let body = if anthropic {
@@ -250,14 +269,14 @@ impl LlmProxy {
                 .filter(|value| !value.is_empty() && value.len() <= 128)
                 .map(str::to_string)
                 .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            // Only a thread id is kept, so the value cannot forge log fields.
             thread_id: request
                 .headers()
                 .get(THREAD_ID_HEADER)
                 .and_then(|value| value.to_str().ok())
-                .unwrap_or_default()
-                .chars()
-                .take(64)
-                .collect(),
+                .and_then(|value| uuid::Uuid::try_parse(value).ok())
+                .map(|id| id.to_string())
+                .unwrap_or_default(),
             ..CallRecord::default()
         };
         match self.forward(route, request, &mut record, started).await {
@@ -289,6 +308,13 @@ impl LlmProxy {
         started: Instant,
     ) -> Result<Response, ProxyError> {
         let (parts, body) = request.into_parts();
+        if parts.headers.contains_key(PROXIED_HEADER) {
+            return Err(ProxyError::new(
+                StatusCode::LOOP_DETECTED,
+                "the request already passed through an agyn LLM proxy: the provider endpoint \
+                 points back at the platform",
+            ));
+        }
         let peer = parts.extensions.get::<agyn_pki::PeerCertificate>().cloned();
         let caller = self.authenticate(peer, &parts.headers).await?;
         if let Caller::Identity {
@@ -370,8 +396,16 @@ impl LlmProxy {
             );
         }
         let body = replace_model(&body, &model.remote_name);
-        self.upstream(route, &parts, body, &model, record.clone(), started)
-            .await
+        self.upstream(
+            route,
+            &parts,
+            body,
+            &model,
+            streamed,
+            record.clone(),
+            started,
+        )
+        .await
     }
 
     async fn authenticate(
@@ -492,12 +526,14 @@ impl LlmProxy {
             .expect("static response parts are valid"))
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn upstream(
         &self,
         route: Route,
         parts: &http::request::Parts,
         body: Bytes,
         model: &ResolvedModel,
+        streamed: bool,
         record: CallRecord,
         started: Instant,
     ) -> Result<Response, ProxyError> {
@@ -509,6 +545,16 @@ impl LlmProxy {
         if route.anthropic() && !headers.contains_key("anthropic-version") {
             headers.insert("anthropic-version", HeaderValue::from_static("2023-06-01"));
         }
+        headers.insert(PROXIED_HEADER, HeaderValue::from_static("1"));
+
+        // A streamed call may wait in silence up to the idle limit for its
+        // first bytes; any other call has one overall deadline.
+        let deadline = tokio::time::Instant::now() + RESPONSE_TIMEOUT;
+        let first_bytes = if streamed {
+            tokio::time::Instant::now() + STREAM_IDLE_TIMEOUT
+        } else {
+            deadline
+        };
 
         let sent = self
             .inner
@@ -517,7 +563,7 @@ impl LlmProxy {
             .headers(headers)
             .body(body)
             .send();
-        let response = match tokio::time::timeout(RESPONSE_TIMEOUT, sent).await {
+        let response = match tokio::time::timeout_at(first_bytes, sent).await {
             Ok(Ok(response)) => response,
             Ok(Err(error)) => {
                 let reason = if error.is_timeout() {
@@ -533,7 +579,14 @@ impl LlmProxy {
             Err(_) => {
                 return Err(ProxyError::new(
                     StatusCode::BAD_GATEWAY,
-                    "provider unreachable: no response within 600 s",
+                    format!(
+                        "provider unreachable: no response within {} s",
+                        if streamed {
+                            STREAM_IDLE_TIMEOUT.as_secs()
+                        } else {
+                            RESPONSE_TIMEOUT.as_secs()
+                        }
+                    ),
                 ));
             }
         };
@@ -545,8 +598,13 @@ impl LlmProxy {
             .and_then(|value| value.to_str().ok())
             .is_some_and(|value| value.starts_with("text/event-stream"));
         let mut builder = Response::builder().status(status.as_u16());
+        let named_in_connection = connection_names(response.headers());
         for (name, value) in response.headers() {
-            if !is_hop_by_hop(name) {
+            if !is_hop_by_hop(name)
+                && !named_in_connection
+                    .iter()
+                    .any(|named| named == name.as_str())
+            {
                 builder = builder.header(name, value);
             }
         }
@@ -554,7 +612,7 @@ impl LlmProxy {
             builder = builder.header("x-accel-buffering", "no");
         }
 
-        let deadline = (!event_stream).then(|| tokio::time::Instant::now() + RESPONSE_TIMEOUT);
+        let deadline = (!event_stream).then_some(deadline);
         let relay = Relay {
             upstream: Box::pin(response.bytes_stream()),
             idle: Box::pin(tokio::time::sleep(STREAM_IDLE_TIMEOUT)),
@@ -801,15 +859,21 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
     ) || name.as_str().starts_with("proxy-")
 }
 
-/// Copies the caller's headers that may reach the provider.
-fn forwarded_headers(headers: &HeaderMap) -> HeaderMap {
-    let named_in_connection: Vec<String> = headers
+/// Returns the lowercase header names listed in `Connection`, which are
+/// hop-by-hop too.
+fn connection_names(headers: &HeaderMap) -> Vec<String> {
+    headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
         .map(|name| name.trim().to_ascii_lowercase())
-        .collect();
+        .collect()
+}
+
+/// Copies the caller's headers that may reach the provider.
+fn forwarded_headers(headers: &HeaderMap) -> HeaderMap {
+    let named_in_connection = connection_names(headers);
     let mut forwarded = HeaderMap::new();
     for (name, value) in headers {
         let lower = name.as_str();

@@ -310,8 +310,16 @@ fn quote_body(body: &[u8], credential: &Credential) -> String {
             .collect(),
     };
     for value in values {
-        if value.len() >= MIN_REDACTED_BYTES {
-            text = text.replace(value, "[redacted]");
+        if value.len() < MIN_REDACTED_BYTES {
+            continue;
+        }
+        // Providers that echo request headers inside JSON escape quotes
+        // and backslashes, so the escaped form is redacted too.
+        let escaped = serde_json::to_string(value).unwrap_or_default();
+        let escaped = escaped.trim_matches('"');
+        text = text.replace(value, "[redacted]");
+        if escaped != value {
+            text = text.replace(escaped, "[redacted]");
         }
     }
     let mut end = text.len().min(QUOTED_BODY_BYTES);
@@ -402,6 +410,15 @@ mod tests {
             ),
             None
         );
+    }
+
+    #[test]
+    fn quoted_body_redacts_json_escaped_values() {
+        let credential = Credential::Bearer(Secret::new(r#"q"w\e-canary"#.to_string()));
+        let body = br#"{"echo": ["authorization", "Bearer q\"w\\e-canary"]}"#;
+        let quoted = quote_body(body, &credential);
+        assert!(!quoted.contains("canary"), "{quoted}");
+        assert!(quoted.contains("Bearer [redacted]"), "{quoted}");
     }
 
     #[test]

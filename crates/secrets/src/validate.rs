@@ -233,7 +233,7 @@ fn is_host_name(host: &str) -> bool {
 }
 
 /// Checks a registry user name: 1 to 256 characters, no control
-/// characters. It is not trimmed, because registries compare it exactly.
+/// characters and no colon. It is not trimmed, because registries compare it exactly.
 pub fn username(username: &str) -> Result<&str> {
     const FIELD: &str = "username";
     if username.is_empty() {
@@ -251,6 +251,10 @@ pub fn username(username: &str) -> Result<&str> {
             "must not contain control characters",
         ));
     }
+    // Registries take `user:password` in Basic authentication.
+    if username.contains(':') {
+        return Err(Error::invalid_field(FIELD, "must not contain ':'"));
+    }
     Ok(username)
 }
 
@@ -260,6 +264,12 @@ mod tests {
 
     fn message(result: Result<impl std::fmt::Debug>) -> String {
         result.unwrap_err().message().to_string()
+    }
+
+    #[test]
+    fn username_rejects_colons() {
+        assert_eq!(message(username("a:b")), "username: must not contain ':'");
+        assert_eq!(username("bot").unwrap(), "bot");
     }
 
     #[test]

@@ -3,7 +3,8 @@
 CREATE TABLE llm_usage (
     id TEXT PRIMARY KEY,
     request_id TEXT NOT NULL,
-    organization_id TEXT NOT NULL,
+    -- A call that ends while its organization is purged is not kept.
+    organization_id TEXT NOT NULL REFERENCES organizations (id) ON DELETE CASCADE,
     model_id TEXT NOT NULL,
     provider_id TEXT NOT NULL,
     identity_id TEXT NOT NULL,
