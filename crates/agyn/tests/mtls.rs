@@ -192,6 +192,66 @@ async fn device_lifecycle(postgres: bool) {
         "{listed}"
     );
 
+    // The LLM proxy takes the certificate too, and ignores the placeholder
+    // key that LLM clients inside workloads send.
+    let (_, org) = connect_json(
+        &plain,
+        &base,
+        "agynio.api.organizations.v1.OrganizationsGateway/CreateOrganization",
+        json!({"name": "Devices"}),
+        admin,
+    )
+    .await;
+    let org = org["organization"]["meta"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_, provider) = connect_json(
+        &plain,
+        &base,
+        "agynio.api.llm.v1.LLMGateway/CreateProvider",
+        json!({"organizationId": org, "name": "scripted",
+               "script": {"rules": [{"steps": [{"text": "hello, device"}]}]}}),
+        admin,
+    )
+    .await;
+    let provider = provider["provider"]["meta"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_, model) = connect_json(
+        &plain,
+        &base,
+        "agynio.api.llm.v1.LLMGateway/CreateModel",
+        json!({"organizationId": org, "name": "m", "providerId": provider, "remoteName": "m"}),
+        admin,
+    )
+    .await;
+    let model = model["model"]["meta"]["id"].as_str().unwrap().to_string();
+    let llm_call = json!({"model": model, "messages": [{"role": "user", "content": "hi"}]});
+    let response = device
+        .post(format!("{}/v1/chat/completions", server.https_url()))
+        .bearer_auth("sk-placeholder")
+        .body(llm_call.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status().as_u16(),
+        400,
+        "the model speaks Responses"
+    );
+    let response = device
+        .post(format!("{}/v1/responses", server.https_url()))
+        .bearer_auth("sk-placeholder")
+        .body(json!({"model": model, "input": "hi"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let reply: Value = response.json().await.unwrap();
+    assert_eq!(reply["output"][0]["content"][0]["text"], "hello, device");
+
     let (status, body) = connect_json(
         &plain,
         &base,
@@ -213,6 +273,16 @@ async fn device_lifecycle(postgres: bool) {
         status, 401,
         "a revoked certificate never falls back to the bearer token"
     );
+    let response = device
+        .post(format!("{}/v1/responses", server.https_url()))
+        .bearer_auth(&server.admin_token)
+        .body(json!({"model": model, "input": "hi"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 401);
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["error"]["type"], "authentication_error");
 }
 
 #[tokio::test]
