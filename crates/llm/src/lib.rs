@@ -15,7 +15,6 @@
 
 #![allow(refining_impl_trait_internal, refining_impl_trait_reachable)]
 
-mod keys;
 mod models;
 mod providers;
 mod resolve;
@@ -35,6 +34,7 @@ use agyn_core::id::parse_id;
 use agyn_core::{Error, Result};
 use agyn_orgs::{OrgState, Organizations, ResourceCleaner};
 use agyn_pki::MasterKey;
+use agyn_store::request_keys as keys;
 use agyn_store::{Db, sqlx};
 
 pub use models::{ModelUpdate, NewModel};

@@ -53,12 +53,8 @@ impl Llm {
         self.require(caller_id, "can_manage", &org_object(&org_id))
             .await?;
 
-        let fingerprint = keys::Fingerprint::new(CREATE_SCOPE)
-            .with(&org_id)
-            .with(name)
-            .with(&provider_id)
-            .with(remote_name)
-            .finish();
+        let fingerprint =
+            keys::fingerprint([CREATE_SCOPE, &org_id, name, &provider_id, remote_name]);
         for _ in 0..WRITE_ATTEMPTS {
             let mut tx = self.db.begin_write().await?;
             if let Some(id) = keys::replayed(

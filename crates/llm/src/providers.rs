@@ -563,18 +563,21 @@ fn create_fingerprint(
         .script
         .map(|script| serde_json::to_string(script).expect("a script encodes as JSON"))
         .unwrap_or_default();
-    let mut fingerprint = keys::Fingerprint::new(CREATE_SCOPE)
-        .with(org_id)
-        .with(name)
-        .with(endpoint)
-        .with(validate::protocol_name(protocol))
-        .with(auth_method_name(input.auth_method))
-        .with(input.token)
-        .with(&script);
+    let mut parts = vec![
+        CREATE_SCOPE,
+        org_id,
+        name,
+        endpoint,
+        validate::protocol_name(protocol),
+        auth_method_name(input.auth_method),
+        input.token,
+        &script,
+    ];
     for (name, value) in &headers {
-        fingerprint = fingerprint.with(name).with(value);
+        parts.push(name);
+        parts.push(value);
     }
-    fingerprint.finish()
+    keys::fingerprint(parts)
 }
 
 fn name_taken(name: &str) -> Error {

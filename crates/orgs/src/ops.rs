@@ -5,9 +5,8 @@ use agyn_authz::{ObjectRef, Tuple, missing_permission};
 use agyn_core::page::{Fingerprint, Page, SortOrder};
 use agyn_core::time::now_micros;
 use agyn_core::{Caller, Error, IdentityKind, Result};
-use agyn_store::idempotency::{self, Recorded};
+use agyn_store::request_keys as keys;
 use agyn_store::sqlx::AnyConnection;
-use sha2::{Digest as _, Sha256};
 
 use crate::store::{
     self, MembershipRecord, MembershipScope, NewMembership, OrgRecord, OrgState, Role, Status,
@@ -41,12 +40,14 @@ impl Organizations {
             .ok_or_else(|| Error::permission_denied("only users can create organizations"))?;
         let name = validate_name(name)?;
         let requested_slug = requested_slug.map(validate_slug).transpose()?;
-        validate_request_id(request_id)?;
-        let fingerprint = fingerprint(&[name, requested_slug.unwrap_or("\u{0}")]);
+        keys::validate(request_id)?;
+        let fingerprint = keys::fingerprint([name, requested_slug.unwrap_or("\u{0}")]);
         let scope = "organizations.CreateOrganization";
         loop {
             let mut tx = self.db.begin_write().await?;
-            if let Some(id) = replayed(&mut tx, scope, user_id, request_id, &fingerprint).await? {
+            if let Some(id) =
+                keys::replayed(&mut tx, scope, user_id, request_id, &fingerprint).await?
+            {
                 tx.commit().await?;
                 return self.org_or_gone(&id).await;
             }
@@ -96,7 +97,7 @@ impl Organizations {
                         &[],
                     )
                     .await?;
-                record_key(&mut tx, scope, user_id, request_id, &fingerprint, &org.id).await
+                keys::record(&mut tx, scope, user_id, request_id, &fingerprint, &org.id).await
             }
             .await;
             match inserted {
@@ -285,7 +286,7 @@ impl Organizations {
         let role = input
             .role
             .ok_or_else(|| Error::invalid_field("role", "must not be unspecified"))?;
-        validate_request_id(input.request_id)?;
+        keys::validate(input.request_id)?;
         let org = self.visible_org(&identity, &org_id).await?;
         let object = org_object(&org_id);
         let status = if self
@@ -316,7 +317,7 @@ impl Organizations {
                 ));
             }
         }
-        let fingerprint = fingerprint(&[
+        let fingerprint = keys::fingerprint([
             &org_id,
             &target,
             role.relation(),
@@ -329,7 +330,7 @@ impl Organizations {
         loop {
             let mut tx = self.db.begin_write().await?;
             if let Some(id) =
-                replayed(&mut tx, scope, &identity.id, input.request_id, &fingerprint).await?
+                keys::replayed(&mut tx, scope, &identity.id, input.request_id, &fingerprint).await?
             {
                 tx.commit().await?;
                 return self.membership_or_gone(&id).await;
@@ -369,7 +370,7 @@ impl Organizations {
                         .write_in(&mut tx, &[role_tuple(&target, role, &org_id)], &[])
                         .await?;
                 }
-                record_key(
+                keys::record(
                     &mut tx,
                     scope,
                     &identity.id,
@@ -710,16 +711,6 @@ fn validate_slug(value: &str) -> Result<&str> {
     Ok(value)
 }
 
-fn validate_request_id(request_id: &str) -> Result<()> {
-    if !request_id.is_empty() && !idempotency::is_valid_key(request_id) {
-        return Err(Error::invalid_field(
-            "request_id",
-            "must be 1 to 64 characters of [A-Za-z0-9_-]",
-        ));
-    }
-    Ok(())
-}
-
 fn slug_taken(slug: &str) -> Error {
     Error::already_exists(format!("slug {slug:?} is taken"))
 }
@@ -733,61 +724,6 @@ async fn free_slug(connection: &mut AnyConnection, base: &str) -> Result<String>
     Err(Error::unavailable(
         "no free slug found; choose one explicitly",
     ))
-}
-
-/// Digest of a create request's content, bound to its idempotency key.
-fn fingerprint(parts: &[&str]) -> String {
-    let mut hasher = Sha256::new();
-    for part in parts {
-        hasher.update((part.len() as u64).to_be_bytes());
-        hasher.update(part.as_bytes());
-    }
-    hasher
-        .finalize()
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
-}
-
-/// The resource an earlier call with `key` created, or `None` for a
-/// first call. The same key with a different request is refused.
-async fn replayed(
-    connection: &mut AnyConnection,
-    scope: &str,
-    caller_id: &str,
-    key: &str,
-    fingerprint: &str,
-) -> Result<Option<String>> {
-    if key.is_empty() {
-        return Ok(None);
-    }
-    match idempotency::lookup(connection, scope, caller_id, key, now_micros()).await? {
-        None => Ok(None),
-        Some(recorded) if recorded.fingerprint == fingerprint => Ok(Some(recorded.resource_id)),
-        Some(_) => Err(Error::already_exists(
-            "request_id was already used for a different request",
-        )
-        .with_reason("IDEMPOTENCY_KEY_REUSED")),
-    }
-}
-
-async fn record_key(
-    connection: &mut AnyConnection,
-    scope: &str,
-    caller_id: &str,
-    key: &str,
-    fingerprint: &str,
-    resource_id: &str,
-) -> Result<()> {
-    if key.is_empty() {
-        return Ok(());
-    }
-    let recorded = Recorded {
-        fingerprint: fingerprint.to_string(),
-        resource_id: resource_id.to_string(),
-    };
-    idempotency::record(connection, scope, caller_id, key, &recorded, now_micros()).await?;
-    Ok(())
 }
 
 /// Returns whether `error` is a unique-key conflict with a concurrent writer.

@@ -8,6 +8,7 @@
 
 pub mod idempotency;
 mod migrations;
+pub mod request_keys;
 
 use std::path::Path;
 use std::str::FromStr;

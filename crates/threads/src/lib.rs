@@ -10,7 +10,7 @@
 
 #![allow(refining_impl_trait_internal, refining_impl_trait_reachable)]
 
-pub mod keys;
+pub use agyn_store::request_keys as keys;
 mod messages;
 pub mod ops;
 mod participants;

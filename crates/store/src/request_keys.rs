@@ -1,10 +1,12 @@
 //! Client request keys (`request_id`) of create, add and send calls, on
-//! top of [`agyn_store::idempotency`].
+//! top of [`crate::idempotency`], with the errors that every service
+//! returns for them.
 
 use agyn_core::time::now_micros;
 use agyn_core::{Error, Result};
-use agyn_store::idempotency::{self, Recorded};
-use agyn_store::sqlx::AnyConnection;
+use sqlx::AnyConnection;
+
+use crate::idempotency::{self, Recorded};
 use sha2::{Digest as _, Sha256};
 
 /// Checks a request key: empty means none, otherwise 1 to 64 characters
