@@ -4,10 +4,11 @@
 //! the caller the gateway attached to the request.
 
 use agyn_api_chat::agynio::api::chat::v1 as pb;
+use agyn_core::Error;
+use agyn_core::caller::request_caller;
 use agyn_core::time::timestamp;
-use agyn_core::{Caller, Error};
 use agyn_threads::{ParticipantRecord, ThreadStatus};
-use connectrpc::{ConnectError, RequestContext, Response, ServiceRequest, ServiceResult};
+use connectrpc::{RequestContext, Response, ServiceRequest, ServiceResult};
 
 use crate::Chat;
 use crate::ops::{ActivityStatus, Conversation, CreateInput};
@@ -23,10 +24,6 @@ impl ChatRpc {
     pub fn new(chat: Chat) -> Self {
         Self { chat }
     }
-}
-
-fn caller(ctx: &RequestContext) -> Result<&Caller, ConnectError> {
-    Ok(Caller::from_extensions(ctx.extensions())?)
 }
 
 /// Converts a count for an `int32` field, saturating at `i32::MAX`.
@@ -132,7 +129,7 @@ impl pb::ChatService for ChatRpc {
         let (conversations, next_page_token) = self
             .chat
             .list_conversations(
-                caller(&ctx)?,
+                request_caller(&ctx)?,
                 &request.organization_id,
                 status,
                 request.page_size,
@@ -153,7 +150,7 @@ impl pb::ChatService for ChatRpc {
     ) -> ServiceResult<pb::GetConversationResponse> {
         let conversation = self
             .chat
-            .get_conversation(caller(&ctx)?, request.id)
+            .get_conversation(request_caller(&ctx)?, request.id)
             .await?;
         Response::ok(pb::GetConversationResponse {
             conversation: conversation_to_proto(&conversation).into(),
@@ -173,7 +170,10 @@ impl pb::ChatService for ChatRpc {
             summary: request.summary.as_deref(),
             request_id: &request.request_id,
         };
-        let conversation = self.chat.create_conversation(caller(&ctx)?, &input).await?;
+        let conversation = self
+            .chat
+            .create_conversation(request_caller(&ctx)?, &input)
+            .await?;
         Response::ok(pb::CreateConversationResponse {
             conversation: conversation_to_proto(&conversation).into(),
             ..Default::default()
@@ -190,7 +190,7 @@ impl pb::ChatService for ChatRpc {
         let conversation = self
             .chat
             .update_conversation(
-                caller(&ctx)?,
+                request_caller(&ctx)?,
                 &request.id,
                 status,
                 request.summary.as_deref(),
@@ -211,7 +211,7 @@ impl pb::ChatService for ChatRpc {
         let read = self
             .chat
             .mark_read(
-                caller(&ctx)?,
+                request_caller(&ctx)?,
                 &request.conversation_id,
                 &request.message_ids,
             )
@@ -230,7 +230,7 @@ impl pb::ChatService for ChatRpc {
         let request = request.to_owned_message();
         let counts = self
             .chat
-            .unread_counts(caller(&ctx)?, request.organization_id.as_deref())
+            .unread_counts(request_caller(&ctx)?, request.organization_id.as_deref())
             .await?;
         let total: i64 = counts.values().sum();
         Response::ok(pb::GetUnackedMessageCountsResponse {

@@ -107,3 +107,11 @@ impl Caller {
             .ok_or_else(|| Error::unauthenticated("missing credential"))
     }
 }
+
+/// Returns the caller of an RPC, as [`Caller::from_extensions`] does, with
+/// the error converted to a Connect status for handlers.
+pub fn request_caller(
+    ctx: &connectrpc::RequestContext,
+) -> Result<&Caller, connectrpc::ConnectError> {
+    Ok(Caller::from_extensions(ctx.extensions())?)
+}

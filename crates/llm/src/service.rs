@@ -6,6 +6,7 @@
 //! reject identity callers.
 
 use agyn_api_llm::agynio::api::llm::v1 as pb;
+use agyn_core::caller::request_caller;
 use agyn_core::time::timestamp;
 use agyn_core::{Caller, Error};
 use buffa::EnumValue;
@@ -27,14 +28,10 @@ impl LlmRpc {
     }
 }
 
-fn caller(ctx: &RequestContext) -> Result<&Caller, ConnectError> {
-    Ok(Caller::from_extensions(ctx.extensions())?)
-}
-
 /// Succeeds for platform components and rejects identities, for the
 /// methods that only the platform may call.
 fn require_component(ctx: &RequestContext, action: &str) -> Result<(), ConnectError> {
-    match caller(ctx)? {
+    match request_caller(ctx)? {
         Caller::Component(_) => Ok(()),
         Caller::Identity { .. } => Err(Error::permission_denied(format!(
             "permission denied: only platform components may {action}"
@@ -157,7 +154,10 @@ impl pb::LlmService for LlmRpc {
             script: request.script.as_option(),
             request_id: &request.request_id,
         };
-        let provider = self.llm.create_provider(caller(&ctx)?, &input).await?;
+        let provider = self
+            .llm
+            .create_provider(request_caller(&ctx)?, &input)
+            .await?;
         Response::ok(pb::CreateProviderResponse {
             provider: provider_to_proto(&provider).into(),
             ..Default::default()
@@ -169,7 +169,10 @@ impl pb::LlmService for LlmRpc {
         ctx: RequestContext,
         request: ServiceRequest<'_, pb::GetProviderRequest>,
     ) -> ServiceResult<pb::GetProviderResponse> {
-        let provider = self.llm.get_provider(caller(&ctx)?, request.id).await?;
+        let provider = self
+            .llm
+            .get_provider(request_caller(&ctx)?, request.id)
+            .await?;
         Response::ok(pb::GetProviderResponse {
             provider: provider_to_proto(&provider).into(),
             ..Default::default()
@@ -184,7 +187,7 @@ impl pb::LlmService for LlmRpc {
         let (providers, next_page_token) = self
             .llm
             .list_providers(
-                caller(&ctx)?,
+                request_caller(&ctx)?,
                 request.organization_id,
                 request.page_size,
                 request.page_token,
@@ -222,7 +225,7 @@ impl pb::LlmService for LlmRpc {
         };
         let provider = self
             .llm
-            .update_provider(caller(&ctx)?, &request.id, &update)
+            .update_provider(request_caller(&ctx)?, &request.id, &update)
             .await?;
         Response::ok(pb::UpdateProviderResponse {
             provider: provider_to_proto(&provider).into(),
@@ -235,7 +238,9 @@ impl pb::LlmService for LlmRpc {
         ctx: RequestContext,
         request: ServiceRequest<'_, pb::DeleteProviderRequest>,
     ) -> ServiceResult<pb::DeleteProviderResponse> {
-        self.llm.delete_provider(caller(&ctx)?, request.id).await?;
+        self.llm
+            .delete_provider(request_caller(&ctx)?, request.id)
+            .await?;
         Response::ok(pb::DeleteProviderResponse::default())
     }
 
@@ -251,7 +256,7 @@ impl pb::LlmService for LlmRpc {
             remote_name: request.remote_name,
             request_id: request.request_id,
         };
-        let model = self.llm.create_model(caller(&ctx)?, &input).await?;
+        let model = self.llm.create_model(request_caller(&ctx)?, &input).await?;
         Response::ok(pb::CreateModelResponse {
             model: model_to_proto(&model).into(),
             ..Default::default()
@@ -263,7 +268,10 @@ impl pb::LlmService for LlmRpc {
         ctx: RequestContext,
         request: ServiceRequest<'_, pb::GetModelRequest>,
     ) -> ServiceResult<pb::GetModelResponse> {
-        let model = self.llm.get_model(caller(&ctx)?, request.id).await?;
+        let model = self
+            .llm
+            .get_model(request_caller(&ctx)?, request.id)
+            .await?;
         Response::ok(pb::GetModelResponse {
             model: model_to_proto(&model).into(),
             ..Default::default()
@@ -278,7 +286,7 @@ impl pb::LlmService for LlmRpc {
         let (models, next_page_token) = self
             .llm
             .list_models(
-                caller(&ctx)?,
+                request_caller(&ctx)?,
                 request.organization_id,
                 request.provider_id,
                 request.page_size,
@@ -304,7 +312,7 @@ impl pb::LlmService for LlmRpc {
         };
         let model = self
             .llm
-            .update_model(caller(&ctx)?, request.id, &update)
+            .update_model(request_caller(&ctx)?, request.id, &update)
             .await?;
         Response::ok(pb::UpdateModelResponse {
             model: model_to_proto(&model).into(),
@@ -317,7 +325,9 @@ impl pb::LlmService for LlmRpc {
         ctx: RequestContext,
         request: ServiceRequest<'_, pb::DeleteModelRequest>,
     ) -> ServiceResult<pb::DeleteModelResponse> {
-        self.llm.delete_model(caller(&ctx)?, request.id).await?;
+        self.llm
+            .delete_model(request_caller(&ctx)?, request.id)
+            .await?;
         Response::ok(pb::DeleteModelResponse::default())
     }
 
@@ -326,7 +336,10 @@ impl pb::LlmService for LlmRpc {
         ctx: RequestContext,
         request: ServiceRequest<'_, pb::TestModelRequest>,
     ) -> ServiceResult<pb::TestModelResponse> {
-        let output = self.llm.test_model(caller(&ctx)?, request.model_id).await?;
+        let output = self
+            .llm
+            .test_model(request_caller(&ctx)?, request.model_id)
+            .await?;
         Response::ok(pb::TestModelResponse {
             output_text: output.output_text,
             duration: buffa_types::google::protobuf::Duration::from(output.duration).into(),

@@ -5,6 +5,7 @@
 //! gateway attached to the request.
 
 use agyn_api_notifications::agynio::api::notifications::v1 as pb;
+use agyn_core::caller::request_caller;
 use agyn_core::time::timestamp;
 use agyn_core::{Caller, Error};
 use connectrpc::{
@@ -25,16 +26,12 @@ impl NotificationsRpc {
     }
 }
 
-fn caller(ctx: &RequestContext) -> Result<&Caller, ConnectError> {
-    Ok(Caller::from_extensions(ctx.extensions())?)
-}
-
 async fn subscribe(
     notifications: &Notifications,
     ctx: &RequestContext,
     request: ServiceRequest<'_, pb::SubscribeRequest>,
 ) -> ServiceResult<ServiceStream<pb::SubscribeResponse>> {
-    let caller = caller(ctx)?.clone();
+    let caller = request_caller(ctx)?.clone();
     let request = request.to_owned_message();
     let stream = notifications
         .subscribe(caller, &request.rooms, request.last_event_id.as_deref())
@@ -56,7 +53,7 @@ impl pb::NotificationsService for NotificationsRpc {
         ctx: RequestContext,
         request: ServiceRequest<'_, pb::PublishRequest>,
     ) -> ServiceResult<pb::PublishResponse> {
-        let Caller::Component(component) = caller(&ctx)? else {
+        let Caller::Component(component) = request_caller(&ctx)? else {
             return Err(Error::permission_denied(
                 "permission denied: only platform components may publish",
             )

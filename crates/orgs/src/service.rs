@@ -5,7 +5,7 @@
 //! the caller the gateway attached to the request.
 
 use agyn_api_organizations::agynio::api::organizations::v1 as pb;
-use agyn_core::Caller;
+use agyn_core::caller::request_caller;
 use agyn_core::time::timestamp;
 use connectrpc::{ConnectError, RequestContext, Response, ServiceRequest, ServiceResult};
 
@@ -23,10 +23,6 @@ impl OrganizationsRpc {
     pub fn new(orgs: Organizations) -> Self {
         Self { orgs }
     }
-}
-
-fn caller(ctx: &RequestContext) -> Result<&Caller, ConnectError> {
-    Ok(Caller::from_extensions(ctx.extensions())?)
 }
 
 fn meta(id: &str, created_at: i64, updated_at: i64) -> pb::EntityMeta {
@@ -130,7 +126,7 @@ impl pb::OrganizationsService for OrganizationsRpc {
         let org = self
             .orgs
             .create_organization(
-                caller(&ctx)?,
+                request_caller(&ctx)?,
                 &request.name,
                 request.slug.as_deref(),
                 &request.request_id,
@@ -149,7 +145,7 @@ impl pb::OrganizationsService for OrganizationsRpc {
     ) -> ServiceResult<pb::GetOrganizationResponse> {
         let org = self
             .orgs
-            .get_organization(caller(&ctx)?, request.id)
+            .get_organization(request_caller(&ctx)?, request.id)
             .await?;
         Response::ok(pb::GetOrganizationResponse {
             organization: org_to_proto(&org).into(),
@@ -164,7 +160,7 @@ impl pb::OrganizationsService for OrganizationsRpc {
     ) -> ServiceResult<pb::ListOrganizationsResponse> {
         let (orgs, next_page_token) = self
             .orgs
-            .list_organizations(caller(&ctx)?, request.page_size, request.page_token)
+            .list_organizations(request_caller(&ctx)?, request.page_size, request.page_token)
             .await?;
         Response::ok(pb::ListOrganizationsResponse {
             organizations: orgs.iter().map(org_to_proto).collect(),
@@ -182,7 +178,7 @@ impl pb::OrganizationsService for OrganizationsRpc {
         let org = self
             .orgs
             .update_organization(
-                caller(&ctx)?,
+                request_caller(&ctx)?,
                 &request.id,
                 request.name.as_deref(),
                 request.slug.as_deref(),
@@ -200,7 +196,7 @@ impl pb::OrganizationsService for OrganizationsRpc {
         request: ServiceRequest<'_, pb::DeleteOrganizationRequest>,
     ) -> ServiceResult<pb::DeleteOrganizationResponse> {
         self.orgs
-            .delete_organization(caller(&ctx)?, request.id)
+            .delete_organization(request_caller(&ctx)?, request.id)
             .await?;
         Response::ok(pb::DeleteOrganizationResponse::default())
     }
@@ -218,7 +214,10 @@ impl pb::OrganizationsService for OrganizationsRpc {
             expires_at: expires_at(request.expires_at.as_option())?,
             request_id: &request.request_id,
         };
-        let membership = self.orgs.create_membership(caller(&ctx)?, &input).await?;
+        let membership = self
+            .orgs
+            .create_membership(request_caller(&ctx)?, &input)
+            .await?;
         Response::ok(pb::CreateMembershipResponse {
             membership: membership_to_proto(&membership).into(),
             ..Default::default()
@@ -232,7 +231,7 @@ impl pb::OrganizationsService for OrganizationsRpc {
     ) -> ServiceResult<pb::AcceptMembershipResponse> {
         let membership = self
             .orgs
-            .accept_membership(caller(&ctx)?, request.id)
+            .accept_membership(request_caller(&ctx)?, request.id)
             .await?;
         Response::ok(pb::AcceptMembershipResponse {
             membership: membership_to_proto(&membership).into(),
@@ -246,7 +245,7 @@ impl pb::OrganizationsService for OrganizationsRpc {
         request: ServiceRequest<'_, pb::DeclineMembershipRequest>,
     ) -> ServiceResult<pb::DeclineMembershipResponse> {
         self.orgs
-            .decline_membership(caller(&ctx)?, request.id)
+            .decline_membership(request_caller(&ctx)?, request.id)
             .await?;
         Response::ok(pb::DeclineMembershipResponse::default())
     }
@@ -257,7 +256,7 @@ impl pb::OrganizationsService for OrganizationsRpc {
         request: ServiceRequest<'_, pb::RemoveMembershipRequest>,
     ) -> ServiceResult<pb::RemoveMembershipResponse> {
         self.orgs
-            .remove_membership(caller(&ctx)?, request.id)
+            .remove_membership(request_caller(&ctx)?, request.id)
             .await?;
         Response::ok(pb::RemoveMembershipResponse::default())
     }
@@ -269,7 +268,7 @@ impl pb::OrganizationsService for OrganizationsRpc {
     ) -> ServiceResult<pb::UpdateMembershipRoleResponse> {
         let membership = self
             .orgs
-            .update_membership_role(caller(&ctx)?, request.id, role(&request.role)?)
+            .update_membership_role(request_caller(&ctx)?, request.id, role(&request.role)?)
             .await?;
         Response::ok(pb::UpdateMembershipRoleResponse {
             membership: membership_to_proto(&membership).into(),
@@ -286,7 +285,7 @@ impl pb::OrganizationsService for OrganizationsRpc {
         let (memberships, next_page_token) = self
             .orgs
             .list_members(
-                caller(&ctx)?,
+                request_caller(&ctx)?,
                 request.organization_id,
                 status,
                 request.page_size,
@@ -308,7 +307,12 @@ impl pb::OrganizationsService for OrganizationsRpc {
         let status = status_filter(&request.status)?;
         let (memberships, next_page_token) = self
             .orgs
-            .list_my_memberships(caller(&ctx)?, status, request.page_size, request.page_token)
+            .list_my_memberships(
+                request_caller(&ctx)?,
+                status,
+                request.page_size,
+                request.page_token,
+            )
             .await?;
         Response::ok(pb::ListMyMembershipsResponse {
             memberships: memberships.iter().map(membership_to_proto).collect(),

@@ -7,9 +7,10 @@
 //! token of every provider reads back as "".
 
 use agyn_api_secrets::agynio::api::secrets::v1 as pb;
+use agyn_core::caller::request_caller;
 use agyn_core::time::timestamp;
-use agyn_core::{Caller, Error, Secret};
-use connectrpc::{ConnectError, RequestContext, Response, ServiceRequest, ServiceResult};
+use agyn_core::{Error, Secret};
+use connectrpc::{RequestContext, Response, ServiceRequest, ServiceResult};
 use pb::__buffa::oneof::create_image_pull_secret_request::Source as ImagePullSource;
 use pb::__buffa::oneof::create_secret_request::Source as SecretSource;
 use pb::__buffa::oneof::secret_provider_config::Backend;
@@ -31,10 +32,6 @@ impl SecretsRpc {
     pub fn new(secrets: Secrets) -> Self {
         Self { secrets }
     }
-}
-
-fn caller(ctx: &RequestContext) -> Result<&Caller, ConnectError> {
-    Ok(Caller::from_extensions(ctx.extensions())?)
 }
 
 fn meta(
@@ -182,7 +179,7 @@ impl pb::SecretsService for SecretsRpc {
         };
         let record = self
             .secrets
-            .create_secret_provider(caller(&ctx)?, &input)
+            .create_secret_provider(request_caller(&ctx)?, &input)
             .await?;
         Response::ok(pb::CreateSecretProviderResponse {
             secret_provider: provider_to_proto(&record).into(),
@@ -197,7 +194,7 @@ impl pb::SecretsService for SecretsRpc {
     ) -> ServiceResult<pb::GetSecretProviderResponse> {
         let record = self
             .secrets
-            .get_secret_provider(caller(&ctx)?, request.id)
+            .get_secret_provider(request_caller(&ctx)?, request.id)
             .await?;
         Response::ok(pb::GetSecretProviderResponse {
             secret_provider: provider_to_proto(&record).into(),
@@ -213,7 +210,7 @@ impl pb::SecretsService for SecretsRpc {
         let (records, next_page_token) = self
             .secrets
             .list_secret_providers(
-                caller(&ctx)?,
+                request_caller(&ctx)?,
                 request.organization_id,
                 request.page_size,
                 request.page_token,
@@ -239,7 +236,7 @@ impl pb::SecretsService for SecretsRpc {
         };
         let record = self
             .secrets
-            .update_secret_provider(caller(&ctx)?, &request.id, &changes)
+            .update_secret_provider(request_caller(&ctx)?, &request.id, &changes)
             .await?;
         Response::ok(pb::UpdateSecretProviderResponse {
             secret_provider: provider_to_proto(&record).into(),
@@ -253,7 +250,7 @@ impl pb::SecretsService for SecretsRpc {
         request: ServiceRequest<'_, pb::DeleteSecretProviderRequest>,
     ) -> ServiceResult<pb::DeleteSecretProviderResponse> {
         self.secrets
-            .delete_secret_provider(caller(&ctx)?, request.id)
+            .delete_secret_provider(request_caller(&ctx)?, request.id)
             .await?;
         Response::ok(pb::DeleteSecretProviderResponse::default())
     }
@@ -274,7 +271,10 @@ impl pb::SecretsService for SecretsRpc {
             }),
             request_id: request.request_id,
         };
-        let record = self.secrets.create_secret(caller(&ctx)?, &input).await?;
+        let record = self
+            .secrets
+            .create_secret(request_caller(&ctx)?, &input)
+            .await?;
         Response::ok(pb::CreateSecretResponse {
             secret: secret_to_proto(&record).into(),
             ..Default::default()
@@ -286,7 +286,10 @@ impl pb::SecretsService for SecretsRpc {
         ctx: RequestContext,
         request: ServiceRequest<'_, pb::GetSecretRequest>,
     ) -> ServiceResult<pb::GetSecretResponse> {
-        let record = self.secrets.get_secret(caller(&ctx)?, request.id).await?;
+        let record = self
+            .secrets
+            .get_secret(request_caller(&ctx)?, request.id)
+            .await?;
         Response::ok(pb::GetSecretResponse {
             secret: secret_to_proto(&record).into(),
             ..Default::default()
@@ -301,7 +304,7 @@ impl pb::SecretsService for SecretsRpc {
         let (records, next_page_token) = self
             .secrets
             .list_secrets(
-                caller(&ctx)?,
+                request_caller(&ctx)?,
                 request.organization_id,
                 request.secret_provider_id,
                 request.page_size,
@@ -329,7 +332,7 @@ impl pb::SecretsService for SecretsRpc {
         };
         let record = self
             .secrets
-            .update_secret(caller(&ctx)?, &request.id, &changes)
+            .update_secret(request_caller(&ctx)?, &request.id, &changes)
             .await?;
         Response::ok(pb::UpdateSecretResponse {
             secret: secret_to_proto(&record).into(),
@@ -343,7 +346,7 @@ impl pb::SecretsService for SecretsRpc {
         request: ServiceRequest<'_, pb::DeleteSecretRequest>,
     ) -> ServiceResult<pb::DeleteSecretResponse> {
         self.secrets
-            .delete_secret(caller(&ctx)?, request.id)
+            .delete_secret(request_caller(&ctx)?, request.id)
             .await?;
         Response::ok(pb::DeleteSecretResponse::default())
     }
@@ -367,7 +370,7 @@ impl pb::SecretsService for SecretsRpc {
         };
         let record = self
             .secrets
-            .create_image_pull_secret(caller(&ctx)?, &input)
+            .create_image_pull_secret(request_caller(&ctx)?, &input)
             .await?;
         Response::ok(pb::CreateImagePullSecretResponse {
             image_pull_secret: image_pull_secret_to_proto(&record).into(),
@@ -382,7 +385,7 @@ impl pb::SecretsService for SecretsRpc {
     ) -> ServiceResult<pb::GetImagePullSecretResponse> {
         let record = self
             .secrets
-            .get_image_pull_secret(caller(&ctx)?, request.id)
+            .get_image_pull_secret(request_caller(&ctx)?, request.id)
             .await?;
         Response::ok(pb::GetImagePullSecretResponse {
             image_pull_secret: image_pull_secret_to_proto(&record).into(),
@@ -398,7 +401,7 @@ impl pb::SecretsService for SecretsRpc {
         let (records, next_page_token) = self
             .secrets
             .list_image_pull_secrets(
-                caller(&ctx)?,
+                request_caller(&ctx)?,
                 request.organization_id,
                 request.page_size,
                 request.page_token,
@@ -426,7 +429,7 @@ impl pb::SecretsService for SecretsRpc {
         };
         let record = self
             .secrets
-            .update_image_pull_secret(caller(&ctx)?, &request.id, &changes)
+            .update_image_pull_secret(request_caller(&ctx)?, &request.id, &changes)
             .await?;
         Response::ok(pb::UpdateImagePullSecretResponse {
             image_pull_secret: image_pull_secret_to_proto(&record).into(),
@@ -440,7 +443,7 @@ impl pb::SecretsService for SecretsRpc {
         request: ServiceRequest<'_, pb::DeleteImagePullSecretRequest>,
     ) -> ServiceResult<pb::DeleteImagePullSecretResponse> {
         self.secrets
-            .delete_image_pull_secret(caller(&ctx)?, request.id)
+            .delete_image_pull_secret(request_caller(&ctx)?, request.id)
             .await?;
         Response::ok(pb::DeleteImagePullSecretResponse::default())
     }
@@ -452,7 +455,7 @@ impl pb::SecretsService for SecretsRpc {
     ) -> ServiceResult<pb::ResolveSecretResponse> {
         let value = self
             .secrets
-            .resolve_secret(caller(&ctx)?, request.id)
+            .resolve_secret(request_caller(&ctx)?, request.id)
             .await?;
         Response::ok(pb::ResolveSecretResponse {
             value: value.into_inner(),
@@ -467,7 +470,7 @@ impl pb::SecretsService for SecretsRpc {
     ) -> ServiceResult<pb::ResolveImagePullSecretResponse> {
         let credentials = self
             .secrets
-            .resolve_image_pull_secret(caller(&ctx)?, request.id)
+            .resolve_image_pull_secret(request_caller(&ctx)?, request.id)
             .await?;
         Response::ok(pb::ResolveImagePullSecretResponse {
             registry: credentials.registry,
@@ -484,7 +487,7 @@ impl pb::SecretsService for SecretsRpc {
     ) -> ServiceResult<pb::SecretExistsResponse> {
         let organization_id = self
             .secrets
-            .secret_exists(caller(&ctx)?, request.id)
+            .secret_exists(request_caller(&ctx)?, request.id)
             .await?;
         Response::ok(pb::SecretExistsResponse {
             exists: organization_id.is_some(),
@@ -500,7 +503,7 @@ impl pb::SecretsService for SecretsRpc {
     ) -> ServiceResult<pb::ImagePullSecretExistsResponse> {
         let organization_id = self
             .secrets
-            .image_pull_secret_exists(caller(&ctx)?, request.id)
+            .image_pull_secret_exists(request_caller(&ctx)?, request.id)
             .await?;
         Response::ok(pb::ImagePullSecretExistsResponse {
             exists: organization_id.is_some(),
@@ -515,7 +518,7 @@ impl pb::SecretsService for SecretsRpc {
         request: ServiceRequest<'_, pb::DeleteOrganizationResourcesRequest>,
     ) -> ServiceResult<pb::DeleteOrganizationResourcesResponse> {
         self.secrets
-            .delete_organization_resources(caller(&ctx)?, request.organization_id)
+            .delete_organization_resources(request_caller(&ctx)?, request.organization_id)
             .await?;
         Response::ok(pb::DeleteOrganizationResourcesResponse::default())
     }

@@ -7,10 +7,11 @@
 //! relationship checks.
 
 use agyn_api_threads::agynio::api::threads::v1 as pb;
+use agyn_core::Error;
+use agyn_core::caller::request_caller;
 use agyn_core::page::SortOrder;
 use agyn_core::time::timestamp;
-use agyn_core::{Caller, Error};
-use connectrpc::{ConnectError, RequestContext, Response, ServiceRequest, ServiceResult};
+use connectrpc::{RequestContext, Response, ServiceRequest, ServiceResult};
 
 use crate::ops::ListView;
 use crate::participants::{ParticipantEntry, ParticipantRef};
@@ -27,10 +28,6 @@ impl ThreadsRpc {
     pub fn new(threads: Threads) -> Self {
         Self { threads }
     }
-}
-
-fn caller(ctx: &RequestContext) -> Result<&Caller, ConnectError> {
-    Ok(Caller::from_extensions(ctx.extensions())?)
 }
 
 fn meta(id: &str, created_at: i64, updated_at: i64) -> pb::EntityMeta {
@@ -173,7 +170,7 @@ impl pb::ThreadsService for ThreadsRpc {
         let thread = self
             .threads
             .create_thread(
-                caller(&ctx)?,
+                request_caller(&ctx)?,
                 request.organization_id.as_deref(),
                 &entries,
                 &request.request_id,
@@ -190,7 +187,10 @@ impl pb::ThreadsService for ThreadsRpc {
         ctx: RequestContext,
         request: ServiceRequest<'_, pb::GetThreadRequest>,
     ) -> ServiceResult<pb::GetThreadResponse> {
-        let thread = self.threads.get_thread(caller(&ctx)?, request.id).await?;
+        let thread = self
+            .threads
+            .get_thread(request_caller(&ctx)?, request.id)
+            .await?;
         Response::ok(pb::GetThreadResponse {
             thread: thread_to_proto(&thread).into(),
             ..Default::default()
@@ -208,7 +208,7 @@ impl pb::ThreadsService for ThreadsRpc {
         let (threads, next_page_token) = self
             .threads
             .list_threads(
-                caller(&ctx)?,
+                request_caller(&ctx)?,
                 view,
                 request.organization_id.as_deref(),
                 &statuses,
@@ -235,7 +235,10 @@ impl pb::ThreadsService for ThreadsRpc {
             file_ids: &request.file_ids,
             request_id: &request.request_id,
         };
-        let message = self.threads.send_message(caller(&ctx)?, &input).await?;
+        let message = self
+            .threads
+            .send_message(request_caller(&ctx)?, &input)
+            .await?;
         Response::ok(pb::SendMessageResponse {
             message: message_to_proto(&message).into(),
             ..Default::default()
@@ -251,7 +254,7 @@ impl pb::ThreadsService for ThreadsRpc {
         let acked = self
             .threads
             .ack_messages(
-                caller(&ctx)?,
+                request_caller(&ctx)?,
                 &request.message_ids,
                 request.thread_id.as_deref(),
             )
@@ -271,7 +274,7 @@ impl pb::ThreadsService for ThreadsRpc {
         let (messages, next_page_token) = self
             .threads
             .unacked_messages(
-                caller(&ctx)?,
+                request_caller(&ctx)?,
                 request.thread_id.as_deref(),
                 request.page_size,
                 &request.page_token,
@@ -294,7 +297,7 @@ impl pb::ThreadsService for ThreadsRpc {
         let (messages, next_page_token) = self
             .threads
             .get_messages(
-                caller(&ctx)?,
+                request_caller(&ctx)?,
                 &request.thread_id,
                 order,
                 request.page_size,
@@ -321,7 +324,7 @@ impl pb::ThreadsService for ThreadsRpc {
         let thread = self
             .threads
             .add_participant(
-                caller(&ctx)?,
+                request_caller(&ctx)?,
                 &request.thread_id,
                 &entry,
                 request.passive,
@@ -341,7 +344,7 @@ impl pb::ThreadsService for ThreadsRpc {
     ) -> ServiceResult<pb::DegradeThreadResponse> {
         let thread = self
             .threads
-            .degrade_thread(caller(&ctx)?, request.id, request.reason)
+            .degrade_thread(request_caller(&ctx)?, request.id, request.reason)
             .await?;
         Response::ok(pb::DegradeThreadResponse {
             thread: thread_to_proto(&thread).into(),
@@ -381,7 +384,7 @@ impl pb::ThreadsService for ThreadsRpc {
         let (items, next_page_token) = self
             .threads
             .list_pending_agent_work(
-                caller(&ctx)?,
+                request_caller(&ctx)?,
                 thread_ids,
                 request.page_size,
                 &request.page_token,

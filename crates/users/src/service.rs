@@ -4,8 +4,8 @@
 //! the caller the gateway attached to the request.
 
 use agyn_api_users::agynio::api::users::v1 as pb;
-use agyn_core::Caller;
-use connectrpc::{ConnectError, RequestContext, Response, ServiceRequest, ServiceResult};
+use agyn_core::caller::request_caller;
+use connectrpc::{RequestContext, Response, ServiceRequest, ServiceResult};
 
 use std::sync::Arc;
 
@@ -27,17 +27,13 @@ impl UsersRpc {
     }
 }
 
-fn caller(ctx: &RequestContext) -> Result<&Caller, ConnectError> {
-    Ok(Caller::from_extensions(ctx.extensions())?)
-}
-
 impl pb::UsersService for UsersRpc {
     async fn get_me(
         &self,
         ctx: RequestContext,
         _request: ServiceRequest<'_, pb::GetMeRequest>,
     ) -> ServiceResult<EncodedBody<pb::GetMeResponse>> {
-        let user = self.users.get_me(caller(&ctx)?).await?;
+        let user = self.users.get_me(request_caller(&ctx)?).await?;
         if let Some(encoded) = user.me.get() {
             return Response::ok(EncodedBody(Arc::clone(encoded)));
         }
@@ -57,7 +53,10 @@ impl pb::UsersService for UsersRpc {
         ctx: RequestContext,
         request: ServiceRequest<'_, pb::GetUserRequest>,
     ) -> ServiceResult<pb::GetUserResponse> {
-        let (user, full) = self.users.get_user(caller(&ctx)?, request.id).await?;
+        let (user, full) = self
+            .users
+            .get_user(request_caller(&ctx)?, request.id)
+            .await?;
         Response::ok(pb::GetUserResponse {
             user: user_to_proto(&user, full).into(),
             cluster_role: cluster_role(&user, full).into(),
@@ -72,7 +71,7 @@ impl pb::UsersService for UsersRpc {
     ) -> ServiceResult<pb::SearchUsersResponse> {
         let found = self
             .users
-            .search_users(caller(&ctx)?, request.prefix, request.limit)
+            .search_users(request_caller(&ctx)?, request.prefix, request.limit)
             .await?;
         let users = found
             .into_iter()
@@ -103,7 +102,7 @@ impl pb::UsersService for UsersRpc {
             .transpose()?;
         let created = self
             .users
-            .create_api_token(caller(&ctx)?, &request.name, expires_at)
+            .create_api_token(request_caller(&ctx)?, &request.name, expires_at)
             .await?;
         Response::ok(pb::CreateAPITokenResponse {
             token: token_to_proto(&created.token).into(),
@@ -119,7 +118,7 @@ impl pb::UsersService for UsersRpc {
     ) -> ServiceResult<pb::ListAPITokensResponse> {
         let (tokens, next_page_token) = self
             .users
-            .list_api_tokens(caller(&ctx)?, request.page_size, request.page_token)
+            .list_api_tokens(request_caller(&ctx)?, request.page_size, request.page_token)
             .await?;
         Response::ok(pb::ListAPITokensResponse {
             tokens: tokens.iter().map(token_to_proto).collect(),
@@ -134,7 +133,7 @@ impl pb::UsersService for UsersRpc {
         request: ServiceRequest<'_, pb::RevokeAPITokenRequest>,
     ) -> ServiceResult<pb::RevokeAPITokenResponse> {
         self.users
-            .revoke_api_token(caller(&ctx)?, request.id)
+            .revoke_api_token(request_caller(&ctx)?, request.id)
             .await?;
         Response::ok(pb::RevokeAPITokenResponse::default())
     }
@@ -146,7 +145,7 @@ impl pb::UsersService for UsersRpc {
     ) -> ServiceResult<pb::CreateDeviceResponse> {
         let created = self
             .users
-            .create_device(caller(&ctx)?, request.name)
+            .create_device(request_caller(&ctx)?, request.name)
             .await?;
         Response::ok(pb::CreateDeviceResponse {
             device: device_to_proto(&created.device, now_micros()).into(),
@@ -163,7 +162,7 @@ impl pb::UsersService for UsersRpc {
     ) -> ServiceResult<pb::ListDevicesResponse> {
         let (devices, next_page_token) = self
             .users
-            .list_devices(caller(&ctx)?, request.page_size, request.page_token)
+            .list_devices(request_caller(&ctx)?, request.page_size, request.page_token)
             .await?;
         let now = now_micros();
         Response::ok(pb::ListDevicesResponse {
@@ -181,7 +180,9 @@ impl pb::UsersService for UsersRpc {
         ctx: RequestContext,
         request: ServiceRequest<'_, pb::DeleteDeviceRequest>,
     ) -> ServiceResult<pb::DeleteDeviceResponse> {
-        self.users.delete_device(caller(&ctx)?, request.id).await?;
+        self.users
+            .delete_device(request_caller(&ctx)?, request.id)
+            .await?;
         Response::ok(pb::DeleteDeviceResponse::default())
     }
 
