@@ -108,6 +108,21 @@ async fn rpc(client: &reqwest::Client, server: &Server, method: &str, body: Valu
     reply
 }
 
+/// Calls a Create method as the admin and returns the id of the resource
+/// in `field` of the response.
+async fn create(
+    client: &reqwest::Client,
+    server: &Server,
+    method: &str,
+    body: Value,
+    field: &str,
+) -> String {
+    rpc(client, server, method, body).await[field]["meta"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn llm_proxy_relays_upstream_calls() {
     let server = Server::start();
@@ -115,16 +130,14 @@ async fn llm_proxy_relays_upstream_calls() {
     let (upstream_url, shared) = start_upstream().await;
     let secret = canary();
 
-    let org = rpc(
+    let org = create(
         &client,
         &server,
         "agynio.api.organizations.v1.OrganizationsGateway/CreateOrganization",
         json!({"name": "Proxy"}),
+        "organization",
     )
-    .await["organization"]["meta"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    .await;
     let provider = rpc(
         &client,
         &server,
@@ -138,17 +151,15 @@ async fn llm_proxy_relays_upstream_calls() {
         .as_str()
         .unwrap()
         .to_string();
-    let model = rpc(
+    let model = create(
         &client,
         &server,
         "agynio.api.llm.v1.LLMGateway/CreateModel",
         json!({"organizationId": org, "name": "Test", "providerId": provider_id,
                "remoteName": "gpt-upstream"}),
+        "model",
     )
-    .await["model"]["meta"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    .await;
     let created = rpc(
         &client,
         &server,
@@ -215,7 +226,7 @@ async fn llm_proxy_relays_upstream_calls() {
     );
 
     // A streamed response arrives event by event: the first event reaches
-    // the client while the upstream still holds the rest.
+    // the client while the upstream still keeps back the rest.
     let (frames, receiver) = mpsc::channel(8);
     shared.lock().unwrap().stream = Some(receiver);
     let mut response = client
@@ -291,28 +302,24 @@ async fn llm_proxy_relays_upstream_calls() {
 
     // A provider whose endpoint is the platform itself would make the
     // proxy call itself without end; the second hop is rejected.
-    let looping = rpc(
+    let looping = create(
         &client,
         &server,
         "agynio.api.llm.v1.LLMGateway/CreateProvider",
         json!({"organizationId": org, "name": "loop", "endpoint": server.base_url(),
                "token": server.admin_token}),
+        "provider",
     )
-    .await["provider"]["meta"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let looping_model = rpc(
+    .await;
+    let looping_model = create(
         &client,
         &server,
         "agynio.api.llm.v1.LLMGateway/CreateModel",
         json!({"organizationId": org, "name": "Loop", "providerId": looping,
                "remoteName": "unused"}),
+        "model",
     )
-    .await["model"]["meta"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    .await;
     let response = client
         .post(proxy("/v1/responses"))
         .bearer_auth(&server.admin_token)
@@ -422,39 +429,33 @@ async fn llm_proxy_reports_unreachable_providers() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let endpoint = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);
-    let org = rpc(
+    let org = create(
         &client,
         &server,
         "agynio.api.organizations.v1.OrganizationsGateway/CreateOrganization",
         json!({"name": "Down"}),
+        "organization",
     )
-    .await["organization"]["meta"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let provider = rpc(
+    .await;
+    let provider = create(
         &client,
         &server,
         "agynio.api.llm.v1.LLMGateway/CreateProvider",
         json!({"organizationId": org, "name": "down", "endpoint": endpoint,
                "protocol": "PROTOCOL_ANTHROPIC_MESSAGES", "authMethod": "AUTH_METHOD_X_API_KEY",
                "token": canary()}),
+        "provider",
     )
-    .await["provider"]["meta"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let model = rpc(
+    .await;
+    let model = create(
         &client,
         &server,
         "agynio.api.llm.v1.LLMGateway/CreateModel",
         json!({"organizationId": org, "name": "Claude", "providerId": provider,
                "remoteName": "claude-test"}),
+        "model",
     )
-    .await["model"]["meta"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    .await;
 
     let response = client
         .post(format!("{}/api/v1/messages", server.base_url()))

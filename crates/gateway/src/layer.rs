@@ -295,7 +295,8 @@ where
 /// How long a rejected request's body may take to arrive.
 const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-fn request_id(headers: &HeaderMap) -> HeaderValue {
+/// Returns the caller's `x-request-id` when it is usable, or a new UUID.
+pub(crate) fn request_id(headers: &HeaderMap) -> HeaderValue {
     headers
         .get(REQUEST_ID)
         .filter(|value| !value.is_empty() && value.len() <= 128)

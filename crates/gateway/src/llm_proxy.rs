@@ -4,7 +4,8 @@
 //! The caller names a platform model id in `model`. The proxy resolves it
 //! to the provider's endpoint, credential and remote model name, checks
 //! `can_use`, swaps the remote name into the body and relays the response
-//! as it arrives. Scripted providers are answered in process.
+//! as it arrives. The proxy builds the replies of scripted providers in
+//! process.
 
 use std::future::Future as _;
 use std::ops::Range;
@@ -35,9 +36,9 @@ use crate::GatewayLayer;
 pub const MAX_BODY_BYTES: usize = 64 << 20;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Longest silence between two chunks of a streamed response.
+/// Maximum silence between two chunks of a streamed response.
 const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
-/// Longest time a non-streamed response may take in all.
+/// Maximum time a non-streamed response may take in all.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(600);
 /// Bytes of the end of a response kept to read its token usage.
 const USAGE_WINDOW: usize = 256 << 10;
@@ -262,13 +263,10 @@ impl LlmProxy {
         let started = Instant::now();
         let mut record = CallRecord {
             route: route.path(),
-            request_id: request
-                .headers()
-                .get("x-request-id")
-                .and_then(|value| value.to_str().ok())
-                .filter(|value| !value.is_empty() && value.len() <= 128)
-                .map(str::to_string)
-                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            request_id: String::from_utf8_lossy(
+                crate::layer::request_id(request.headers()).as_bytes(),
+            )
+            .into_owned(),
             // Only a thread id is kept, so the value cannot forge log fields.
             thread_id: request
                 .headers()

@@ -107,7 +107,7 @@ struct Fixture {
     image_pull_secret: String,
 }
 
-/// A script that answers TestModel's prompt.
+/// Returns a script that replies to TestModel's prompt.
 fn test_script() -> Value {
     json!({"rules": [{"steps": [{"text": "Hello from the script"}]}]})
 }

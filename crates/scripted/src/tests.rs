@@ -167,7 +167,7 @@ fn decode(frames: &[bytes::Bytes]) -> Vec<(Option<String>, String)> {
 }
 
 #[test]
-fn responses_stream_spells_out_the_text_and_completes() {
+fn responses_stream_spells_out_text() {
     let request = json!({"model": "gpt-x", "input": "one two three four five six seven"});
     let answer = answer(&script(), Protocol::Responses, &request).unwrap();
     let events = decode(&answer.to_sse(false));
@@ -177,6 +177,7 @@ fn responses_stream_spells_out_the_text_and_completes() {
         .collect();
     assert_eq!(names.first(), Some(&"response.created"));
     assert_eq!(names.last(), Some(&"response.completed"));
+
     let mut text = String::new();
     for (index, (name, data)) in events.iter().enumerate() {
         let data: Value = serde_json::from_str(data).unwrap();
@@ -194,6 +195,7 @@ fn responses_stream_spells_out_the_text_and_completes() {
             .count()
             > 1
     );
+
     let done: Value = serde_json::from_str(&events.last().unwrap().1).unwrap();
     assert_eq!(done["response"]["model"], json!("gpt-x"));
     assert_eq!(

@@ -22,8 +22,9 @@ pub struct Server {
     log_path: PathBuf,
 }
 
-/// A value that tests store as a provider token and as a secret value. It
-/// must never appear in a server log; AGYN_TEST_CANARY overrides it.
+/// Returns the value that tests store as a provider token and a secret
+/// value. It must never appear in a server log. AGYN_TEST_CANARY overrides
+/// it.
 pub fn canary() -> String {
     std::env::var("AGYN_TEST_CANARY").unwrap_or_else(|_| "agyn-canary-7c1f0e9b4d2a".to_string())
 }
