@@ -45,6 +45,8 @@ const SCRIPTS: &[Script] = &[
         "llm usage",
         include_str!("../migrations/0008_llm_usage.sql"),
     ),
+    (9, "agents", include_str!("../migrations/0009_agents.sql")),
+    (10, "runners", include_str!("../migrations/0010_runners.sql")),
 ];
 
 #[derive(Debug)]

@@ -1,0 +1,1 @@
+//! Agents: the desired configuration the orchestrator assembles workloads from.

@@ -1,0 +1,1 @@
+//! Runners: the registry of runners, workload records and provisioned volumes.
