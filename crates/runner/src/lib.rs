@@ -5,6 +5,8 @@
 //! `agyn serve` is called directly, and a standalone runner is called over
 //! gRPC with mutual TLS through a client that implements the same trait.
 
+pub mod local;
 pub mod protocol;
 
+pub use local::LocalRunner;
 pub use protocol::{LogStream, Runner, RunnerFuture};
