@@ -53,6 +53,9 @@ pub struct ServeArgs {
     /// Comma-separated DNS names and IP addresses of the issued listener certificate [default: localhost,127.0.0.1].
     #[arg(long, env = "AGYN_TLS_HOSTNAMES", value_delimiter = ',')]
     pub tls_hostnames: Option<Vec<String>>,
+    /// Run the built-in runner in this process, which runs workloads as local processes [default: true].
+    #[arg(long, env = "AGYN_RUNNER_BUILTIN", value_name = "BOOL", action = clap::ArgAction::Set)]
+    pub runner_builtin: Option<bool>,
     #[command(flatten)]
     pub oidc: OidcArgs,
 }
@@ -101,6 +104,13 @@ struct FileConfig {
     log: Option<LogFile>,
     tls: Option<TlsFile>,
     oidc: Option<OidcFile>,
+    runner: Option<RunnerFile>,
+}
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+struct RunnerFile {
+    builtin: Option<bool>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -164,6 +174,9 @@ pub struct Config {
     pub tls: agyn_pki::ServerCertificate,
     /// `None` when no OIDC issuer is configured.
     pub oidc: Option<agyn_oidc::OidcConfig>,
+    /// Whether this process runs the built-in runner, whose state lives
+    /// in `<data_dir>/runner`.
+    pub runner_builtin: bool,
 }
 
 impl Config {
@@ -249,6 +262,10 @@ impl Config {
             .filter(|key| !key.is_empty())
             .map(agyn_core::Secret::new);
         let oidc = resolve_oidc(args.oidc, file.oidc.unwrap_or_default())?;
+        let runner_builtin = args
+            .runner_builtin
+            .or(file.runner.and_then(|runner| runner.builtin))
+            .unwrap_or(true);
         Ok(Self {
             data_dir,
             database_url,
@@ -262,6 +279,7 @@ impl Config {
             master_key,
             tls,
             oidc,
+            runner_builtin,
         })
     }
 }
@@ -410,6 +428,19 @@ mod tests {
             config.cors_allowed_origins,
             vec!["http://127.0.0.1:8080".to_string()]
         );
+        assert!(config.runner_builtin);
+    }
+
+    #[test]
+    fn builtin_runner_can_be_turned_off() {
+        let dir = std::env::temp_dir().join(format!("agyn-config-runner-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("agyn.toml"), "[runner]\nbuiltin = false\n").unwrap();
+        assert!(!Config::resolve(args_in(&dir)).unwrap().runner_builtin);
+        let mut args = args_in(&dir);
+        args.runner_builtin = Some(true);
+        assert!(Config::resolve(args).unwrap().runner_builtin);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
