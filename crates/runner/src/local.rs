@@ -216,9 +216,8 @@ impl LocalRunner {
     /// Reads every manifest under `workloads/` and adopts what still runs.
     fn adopt_all(&self) -> Result<()> {
         let dir = self.workloads_dir();
-        let entries = std::fs::read_dir(&dir).map_err(|error| {
-            Error::internal(format!("failed to read {}", dir.display()), error)
-        })?;
+        let entries = std::fs::read_dir(&dir)
+            .map_err(|error| Error::internal(format!("failed to read {}", dir.display()), error))?;
         for entry in entries.flatten() {
             let path = entry.path();
             if !path.is_dir() {
@@ -443,6 +442,9 @@ impl LocalRunner {
 
     fn remove_volume(&self, request: &pb::RemoveVolumeRequest) -> Result<()> {
         spec::check_name("persistent_name", &request.persistent_name)?;
+        if !volumes::exists(&self.settings.dir, &request.persistent_name) {
+            return Ok(());
+        }
         if !request.force && self.volume_in_use(&request.persistent_name) {
             return Err(Error::failed_precondition(format!(
                 "volume {} is mounted by a running workload; stop the workload first or set force",
@@ -462,7 +464,11 @@ impl LocalRunner {
         let workload = self
             .workload(&request.workload_id)
             .ok_or_else(|| Error::not_found("workload", &request.workload_id))?;
-        if workload.snapshot().container(&request.container_name).is_none() {
+        if workload
+            .snapshot()
+            .container(&request.container_name)
+            .is_none()
+        {
             return Err(Error::not_found("container", &request.container_name));
         }
         let path = log_path(&workload.dir, &request.container_name);

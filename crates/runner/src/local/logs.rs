@@ -87,7 +87,10 @@ fn chunk(data: Vec<u8>, read_at: Option<i64>) -> pb::LogChunk {
 }
 
 fn read_failed(path: &Path, error: std::io::Error) -> Error {
-    Error::unavailable(format!("failed to read log file {}: {error}", path.display()))
+    Error::unavailable(format!(
+        "failed to read log file {}: {error}",
+        path.display()
+    ))
 }
 
 /// Opens the log and starts sending it. The caller has checked that the

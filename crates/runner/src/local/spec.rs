@@ -11,9 +11,7 @@ use std::path::{Path, PathBuf};
 use agyn_api_runner::agynio::api::runner::v1 as pb;
 use agyn_core::{Error, Result};
 
-use super::manifest::{
-    ContainerRecord, ContainerState, Manifest, Role, VolumeKind, VolumeRecord,
-};
+use super::manifest::{ContainerRecord, ContainerState, Manifest, Role, VolumeKind, VolumeRecord};
 use super::process::Launch;
 
 /// Maximum length of an id or name used as a file name.
@@ -194,7 +192,9 @@ fn allocate_ports(ports: &[pb::PortSpec]) -> Result<BTreeMap<String, u16>> {
         })?;
         let number = listener
             .local_addr()
-            .map_err(|error| Error::unavailable(format!("failed to allocate a free port: {error}")))?
+            .map_err(|error| {
+                Error::unavailable(format!("failed to allocate a free port: {error}"))
+            })?
             .port();
         listeners.push(listener);
         allocated.insert(port.name.clone(), number);
@@ -222,7 +222,10 @@ fn plan_volumes(
                 )?;
                 (
                     VolumeKind::Named,
-                    layout.runner_dir.join("volumes").join(&volume.persistent_name),
+                    layout
+                        .runner_dir
+                        .join("volumes")
+                        .join(&volume.persistent_name),
                 )
             }
             _ => {
@@ -253,7 +256,9 @@ fn plan_volumes(
 
 /// The containers of a request in start order, with their roles and the
 /// field path used in errors.
-fn containers(request: &pb::StartWorkloadRequest) -> Result<Vec<(Role, String, &pb::ContainerSpec)>> {
+fn containers(
+    request: &pb::StartWorkloadRequest,
+) -> Result<Vec<(Role, String, &pb::ContainerSpec)>> {
     let Some(main) = request.main.as_option() else {
         return Err(Error::invalid_field("main", "is required"));
     };
@@ -366,7 +371,12 @@ fn plan_container(
     let mut mappings: Vec<(String, PathBuf)> = container
         .mounts
         .iter()
-        .map(|mount| (mount.mount_path.clone(), host_path(&root, &mount.mount_path)))
+        .map(|mount| {
+            (
+                mount.mount_path.clone(),
+                host_path(&root, &mount.mount_path),
+            )
+        })
         .collect();
     for (index, path) in container.inline_file_paths.iter().enumerate() {
         if !request.inline_files.contains_key(path) {
@@ -388,7 +398,10 @@ fn plan_container(
     for (index, argument) in container.command.iter().enumerate() {
         let argument_field = format!("{field}.command[{index}]");
         if argument.contains('\0') {
-            return Err(Error::invalid_field(&argument_field, "must not contain NUL"));
+            return Err(Error::invalid_field(
+                &argument_field,
+                "must not contain NUL",
+            ));
         }
         let argument = substitute_ports(&argument_field, argument, ports)?;
         command.push(rewrite_path(&argument, &mappings));
@@ -471,10 +484,7 @@ fn plan_env(
     if !env.iter().any(|(name, _)| name == "PATH") {
         env.push(("PATH".to_string(), layout.path_env.to_string()));
     }
-    env.push((
-        "HOME".to_string(),
-        root.join("home").display().to_string(),
-    ));
+    env.push(("HOME".to_string(), root.join("home").display().to_string()));
     env.push(("AGYN_ROOT".to_string(), root.display().to_string()));
     Ok(env)
 }
@@ -528,7 +538,10 @@ mod tests {
     fn rewrite_path_matches_whole_segments() {
         let mappings = vec![
             ("/data".to_string(), PathBuf::from("/r/root/data")),
-            ("/data/cache".to_string(), PathBuf::from("/r/root/data/cache")),
+            (
+                "/data/cache".to_string(),
+                PathBuf::from("/r/root/data/cache"),
+            ),
         ];
         assert_eq!(rewrite_path("/data", &mappings), "/r/root/data");
         assert_eq!(rewrite_path("/data/a/b", &mappings), "/r/root/data/a/b");
@@ -545,7 +558,10 @@ mod tests {
         let ports = BTreeMap::from([("http".to_string(), 8080), ("mcp".to_string(), 9000)]);
         let value = substitute_ports("f", "a=${port:http},b=${port:mcp}${port:http}", &ports);
         assert_eq!(value.unwrap(), "a=8080,b=90008080");
-        assert_eq!(substitute_ports("f", "no placeholder", &ports).unwrap(), "no placeholder");
+        assert_eq!(
+            substitute_ports("f", "no placeholder", &ports).unwrap(),
+            "no placeholder"
+        );
     }
 
     #[test]

@@ -22,6 +22,10 @@ fn labels_file(runner_dir: &Path, persistent_name: &str) -> PathBuf {
         .join(format!("{persistent_name}.json"))
 }
 
+pub(crate) fn exists(runner_dir: &Path, persistent_name: &str) -> bool {
+    volume_dir(runner_dir, persistent_name).is_dir()
+}
+
 /// Creates a named volume unless it exists. The labels of an existing
 /// volume are kept.
 pub(crate) fn ensure(
@@ -29,11 +33,10 @@ pub(crate) fn ensure(
     persistent_name: &str,
     labels: &BTreeMap<String, String>,
 ) -> std::io::Result<()> {
-    let dir = volume_dir(runner_dir, persistent_name);
-    if dir.is_dir() {
+    if exists(runner_dir, persistent_name) {
         return Ok(());
     }
-    create_private_dir(&dir)?;
+    create_private_dir(&volume_dir(runner_dir, persistent_name))?;
     let bytes = serde_json::to_vec_pretty(labels).map_err(std::io::Error::other)?;
     std::fs::write(labels_file(runner_dir, persistent_name), bytes)
 }
