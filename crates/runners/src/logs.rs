@@ -128,9 +128,10 @@ impl Runners {
             .await?
             .ok_or_else(logs_gone)?;
         drop(connection);
-        let connector = self.connector.as_ref().ok_or_else(|| {
-            Error::unavailable("log streaming is not configured on this server")
-        })?;
+        let connector = self
+            .connector
+            .as_ref()
+            .ok_or_else(|| Error::unavailable("log streaming is not configured on this server"))?;
         let client = connector
             .connect(&runner)
             .map_err(|error| runner_failure(&runner.id, error))?;

@@ -112,10 +112,9 @@ impl Runners {
         .await?;
         match tx.commit().await {
             Ok(()) => Ok(()),
-            Err(error) if agyn_store::is_unique_violation(&error) => Err(name_taken(
-                &record.name,
-                record.organization_id.as_deref(),
-            )),
+            Err(error) if agyn_store::is_unique_violation(&error) => {
+                Err(name_taken(&record.name, record.organization_id.as_deref()))
+            }
             Err(error) => Err(error.into()),
         }
     }

@@ -158,9 +158,7 @@ fn failure_reason_from_proto(
         }
         Some(Proto::WORKLOAD_FAILURE_REASON_CRASHLOOP) => Ok(Some(FailureReason::Crashloop)),
         Some(Proto::WORKLOAD_FAILURE_REASON_RUNTIME_LOST) => Ok(Some(FailureReason::RuntimeLost)),
-        Some(Proto::WORKLOAD_FAILURE_REASON_START_TIMEOUT) => {
-            Ok(Some(FailureReason::StartTimeout))
-        }
+        Some(Proto::WORKLOAD_FAILURE_REASON_START_TIMEOUT) => Ok(Some(FailureReason::StartTimeout)),
         None => Err(Error::invalid_field(
             "failure_reason",
             "must be a known failure reason",
@@ -197,9 +195,9 @@ fn volume_status_from_proto(
 fn sort_direction_from_proto(value: &EnumValue<pb::SortDirection>) -> Result<bool, Error> {
     match value.as_known() {
         Some(pb::SortDirection::SORT_DIRECTION_ASC) => Ok(true),
-        Some(pb::SortDirection::SORT_DIRECTION_DESC | pb::SortDirection::SORT_DIRECTION_UNSPECIFIED) => {
-            Ok(false)
-        }
+        Some(
+            pb::SortDirection::SORT_DIRECTION_DESC | pb::SortDirection::SORT_DIRECTION_UNSPECIFIED,
+        ) => Ok(false),
         None => Err(Error::invalid_field(
             "sort.direction",
             "must be a known sort direction",
@@ -253,7 +251,9 @@ fn volume_sort_from_proto(sort: Option<&pb::VolumeSort>) -> Result<ListSort, Err
     })
 }
 
-fn workload_filter_from_proto(filter: Option<&pb::WorkloadFilter>) -> Result<WorkloadFilter, Error> {
+fn workload_filter_from_proto(
+    filter: Option<&pb::WorkloadFilter>,
+) -> Result<WorkloadFilter, Error> {
     let Some(filter) = filter else {
         return Ok(WorkloadFilter::default());
     };
@@ -275,7 +275,9 @@ fn volume_filter_from_proto(filter: Option<&pb::VolumeFilter>) -> Result<VolumeF
         .status_in
         .iter()
         .enumerate()
-        .map(|(index, value)| volume_status_from_proto(&format!("filter.status_in[{index}]"), value))
+        .map(|(index, value)| {
+            volume_status_from_proto(&format!("filter.status_in[{index}]"), value)
+        })
         .collect::<Result<_, _>>()?;
     Ok(VolumeFilter {
         statuses,

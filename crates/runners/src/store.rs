@@ -5,8 +5,8 @@ pub(crate) mod runners;
 pub(crate) mod volumes;
 pub(crate) mod workloads;
 
-use agyn_core::page::{Cursor, Page, SortOrder};
 use agyn_core::Result;
+use agyn_core::page::{Cursor, Page, SortOrder};
 use agyn_store::sqlx::{self, Any, AnyConnection, any::AnyArguments, query::Query};
 
 use crate::model::{ListSort, SortField};

@@ -11,8 +11,8 @@ use crate::model::{
     SortField, VolumeRecord, VolumeStatus, WorkloadChanges, WorkloadFilter, WorkloadRecord,
     WorkloadStatus,
 };
-use crate::store::workloads::{self, Scope};
 use crate::store::sort_order;
+use crate::store::workloads::{self, Scope};
 use crate::{Runners, names, no_fields, require_component, validate};
 
 fn invalid_transition(from: WorkloadStatus, to: WorkloadStatus) -> Error {
@@ -260,7 +260,8 @@ impl Runners {
                 "workload {id} already exists"
             )));
         }
-        if !failed && workloads::active_for_pair(&mut tx, &thread_id, &agent_id)
+        if !failed
+            && workloads::active_for_pair(&mut tx, &thread_id, &agent_id)
                 .await?
                 .is_some()
         {

@@ -77,7 +77,10 @@ pub(crate) async fn insert(
     Ok(())
 }
 
-pub(crate) async fn by_id(connection: &mut AnyConnection, id: &str) -> Result<Option<RunnerRecord>> {
+pub(crate) async fn by_id(
+    connection: &mut AnyConnection,
+    id: &str,
+) -> Result<Option<RunnerRecord>> {
     let sql = format!("SELECT {COLUMNS} FROM runners WHERE id = $1");
     let row = sqlx::query(&sql)
         .bind(id)
@@ -108,8 +111,7 @@ pub(crate) async fn cluster_by_name(
     connection: &mut AnyConnection,
     name: &str,
 ) -> Result<Option<RunnerRecord>> {
-    let sql =
-        format!("SELECT {COLUMNS} FROM runners WHERE organization_id IS NULL AND name = $1");
+    let sql = format!("SELECT {COLUMNS} FROM runners WHERE organization_id IS NULL AND name = $1");
     let row = sqlx::query(&sql)
         .bind(name)
         .fetch_optional(&mut *connection)

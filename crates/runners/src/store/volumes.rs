@@ -55,7 +55,10 @@ pub(crate) async fn insert(connection: &mut AnyConnection, record: &VolumeRecord
     Ok(())
 }
 
-pub(crate) async fn by_id(connection: &mut AnyConnection, id: &str) -> Result<Option<VolumeRecord>> {
+pub(crate) async fn by_id(
+    connection: &mut AnyConnection,
+    id: &str,
+) -> Result<Option<VolumeRecord>> {
     let sql = format!("SELECT {COLUMNS} FROM provisioned_volumes WHERE id = $1");
     let row = sqlx::query(&sql)
         .bind(id)

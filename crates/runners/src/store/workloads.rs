@@ -28,7 +28,11 @@ fn record_from_row(row: &AnyRow) -> Result<WorkloadRecord, sqlx::Error> {
         agent_id: row.try_get("agent_id")?,
         agent_name: String::new(),
         organization_id: row.try_get("organization_id")?,
-        status: enum_column("status", row.try_get("status")?, WorkloadStatus::from_number)?,
+        status: enum_column(
+            "status",
+            row.try_get("status")?,
+            WorkloadStatus::from_number,
+        )?,
         agent_state: enum_column(
             "agent_state",
             row.try_get("agent_state")?,
