@@ -25,6 +25,7 @@ mod volumes;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -36,8 +37,8 @@ use tokio::task::JoinSet;
 use crate::{LogStream, Runner, RunnerFuture};
 use manifest::{ContainerState, Manifest, VolumeKind};
 
-/// Time a stopped workload's logs are kept. A runner deletes workloads
-/// that stopped longer ago when it starts.
+/// Time a stopped workload's logs are kept. Older workloads are deleted
+/// when a runner opens the directory and before every StartWorkload.
 pub const LOG_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Maximum wait for the exit of processes that were sent SIGKILL.
@@ -64,6 +65,8 @@ pub(crate) struct Workload {
     changes: watch::Sender<u64>,
     /// Serializes StopWorkload and RemoveWorkload of this workload.
     lifecycle: tokio::sync::Mutex<()>,
+    /// Set by RemoveWorkload, after which the manifest is no longer written.
+    removed: AtomicBool,
 }
 
 impl Workload {
@@ -73,6 +76,7 @@ impl Workload {
             state: Mutex::new(manifest),
             changes: watch::Sender::new(0),
             lifecycle: tokio::sync::Mutex::new(()),
+            removed: AtomicBool::new(false),
         }
     }
 
@@ -87,7 +91,12 @@ impl Workload {
         let result = {
             let mut state = lock(&self.state);
             let result = change(&mut state);
-            if let Err(error) = state.write(&self.dir) {
+            let written = if self.removed.load(Ordering::SeqCst) {
+                Ok(())
+            } else {
+                state.write(&self.dir)
+            };
+            if let Err(error) = written {
                 tracing::warn!(
                     workload_id = %state.workload_id,
                     %error,
@@ -104,10 +113,15 @@ impl Workload {
         self.changes.subscribe()
     }
 
-    fn container_exited(&self, name: &str) -> bool {
-        lock(&self.state)
-            .container(name)
-            .is_some_and(|container| container.is_terminated())
+    /// Returns whether container `name` exited, or never started and never
+    /// will because the workload stopped or failed.
+    fn container_done(&self, name: &str) -> bool {
+        let state = lock(&self.state);
+        let Some(container) = state.container(name) else {
+            return true;
+        };
+        container.is_terminated()
+            || (!container.is_running() && (state.stopped || state.failure.is_some()))
     }
 
     /// Waits until no container runs, or until `timeout` passes. Returns
@@ -303,6 +317,26 @@ impl LocalRunner {
         }
     }
 
+    /// Deletes the workloads that stopped more than [`LOG_RETENTION`] ago.
+    fn prune_expired(&self) {
+        let mut workloads = lock(&self.workloads);
+        let expired: Vec<String> = workloads
+            .iter()
+            .filter(|(_, workload)| is_expired(&workload.snapshot()))
+            .map(|(workload_id, _)| workload_id.clone())
+            .collect();
+        for workload_id in expired {
+            let Some(workload) = workloads.remove(&workload_id) else {
+                continue;
+            };
+            workload.removed.store(true, Ordering::SeqCst);
+            tracing::info!(%workload_id, "Deleting a workload stopped longer than the log retention");
+            if let Err(error) = std::fs::remove_dir_all(&workload.dir) {
+                tracing::warn!(%workload_id, %error, "Failed to delete an expired workload");
+            }
+        }
+    }
+
     fn start(&self, request: pb::StartWorkloadRequest) -> Result<pb::StartWorkloadResponse> {
         if let Some(capability) = request.capabilities.first() {
             return Err(Error::failed_precondition(format!(
@@ -310,6 +344,7 @@ impl LocalRunner {
             )));
         }
         spec::check_name("workload_id", &request.workload_id)?;
+        self.prune_expired();
         let mut workloads = lock(&self.workloads);
         if let Some(existing) = workloads.get(&request.workload_id) {
             return Ok(start_response(&existing.snapshot()));
@@ -360,6 +395,23 @@ impl LocalRunner {
             return Ok(());
         };
         let _lifecycle = workload.lifecycle.lock().await;
+        let named: Vec<String> = workload
+            .snapshot()
+            .volumes
+            .into_iter()
+            .filter(|volume| volume.kind == VolumeKind::Named)
+            .map(|volume| volume.persistent_name)
+            .collect();
+        if request.remove_volumes && !request.force {
+            for name in &named {
+                if let Some(user) = self.volume_user(name, Some(&request.workload_id)) {
+                    return Err(Error::failed_precondition(format!(
+                        "volume {name} is also mounted by running workload {user}; \
+                         stop that workload first or set force"
+                    )));
+                }
+            }
+        }
         if workload.snapshot().any_running() {
             if !request.force {
                 return Err(Error::failed_precondition(format!(
@@ -369,7 +421,7 @@ impl LocalRunner {
             }
             stop_locked(&workload, Duration::ZERO).await;
         }
-        let manifest = workload.snapshot();
+        workload.removed.store(true, Ordering::SeqCst);
         lock(&self.workloads).remove(&request.workload_id);
         if let Err(error) = std::fs::remove_dir_all(&workload.dir)
             && error.kind() != std::io::ErrorKind::NotFound
@@ -380,10 +432,8 @@ impl LocalRunner {
             )));
         }
         if request.remove_volumes {
-            for volume in &manifest.volumes {
-                if volume.kind == VolumeKind::Named {
-                    volumes::remove(&self.settings.dir, &volume.persistent_name)?;
-                }
+            for name in &named {
+                volumes::remove(&self.settings.dir, name)?;
             }
         }
         tracing::info!(workload_id = %request.workload_id, remove_volumes = request.remove_volumes, "Removed a workload");
@@ -426,17 +476,19 @@ impl LocalRunner {
         summaries
     }
 
-    /// Returns whether a workload with a running container mounts the
-    /// named volume.
-    fn volume_in_use(&self, persistent_name: &str) -> bool {
+    /// Returns the id of a workload other than `except` that has a running
+    /// container and mounts the named volume.
+    fn volume_user(&self, persistent_name: &str, except: Option<&str>) -> Option<String> {
         let workloads: Vec<Arc<Workload>> = lock(&self.workloads).values().cloned().collect();
-        workloads.iter().any(|workload| {
+        workloads.iter().find_map(|workload| {
             let manifest = workload.snapshot();
-            manifest.any_running()
+            let uses = Some(manifest.workload_id.as_str()) != except
+                && manifest.any_running()
                 && manifest
                     .volumes
                     .iter()
-                    .any(|volume| volume.persistent_name == persistent_name)
+                    .any(|volume| volume.persistent_name == persistent_name);
+            uses.then_some(manifest.workload_id)
         })
     }
 
@@ -445,9 +497,11 @@ impl LocalRunner {
         if !volumes::exists(&self.settings.dir, &request.persistent_name) {
             return Ok(());
         }
-        if !request.force && self.volume_in_use(&request.persistent_name) {
+        if !request.force
+            && let Some(user) = self.volume_user(&request.persistent_name, None)
+        {
             return Err(Error::failed_precondition(format!(
-                "volume {} is mounted by a running workload; stop the workload first or set force",
+                "volume {} is mounted by running workload {user}; stop the workload first or set force",
                 request.persistent_name
             )));
         }

@@ -104,7 +104,12 @@ async fn serve_connection(
         let component = component.clone();
         async move {
             if let Err(error) = authorize(component.as_deref(), request.uri().path()) {
-                tracing::debug!(%peer, path = request.uri().path(), "Rejected a runner protocol request");
+                tracing::info!(
+                    %peer,
+                    component = component.as_deref().unwrap_or(""),
+                    path = request.uri().path(),
+                    "Rejected a runner protocol request"
+                );
                 return Ok(error.into_http_response(request.headers()));
             }
             service.oneshot(request).await

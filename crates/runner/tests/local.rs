@@ -724,3 +724,78 @@ async fn manifest_holds_no_secret_values() {
     assert!(!manifest.contains("file-secret-9e4a"), "{manifest}");
     assert!(!manifest.contains("pull-secret-77c2"), "{manifest}");
 }
+
+#[tokio::test]
+async fn follow_ends_for_a_container_that_never_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let runner = open(dir.path());
+    let mut request = workload("wl-never", shell("main", "echo never"));
+    request.init_containers = vec![shell("init", "exit 1")];
+    runner.start_workload(request).await.unwrap();
+    let log = read_logs(&runner, "wl-never", "main", true, 0).await;
+    assert_eq!(log, "");
+    let failed = inspect(&runner, "wl-never").await;
+    assert_eq!(
+        failed.status.as_known(),
+        Some(Status::RUNNER_WORKLOAD_STATUS_FAILED)
+    );
+}
+
+#[tokio::test]
+async fn remove_volumes_spares_a_volume_another_workload_runs_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let runner = open(dir.path());
+    for (workload_id, script) in [("wl-done", "true"), ("wl-busy", GRACEFUL)] {
+        let mut main = shell("main", script);
+        main.mounts = vec![mount("shared", "/shared")];
+        let mut request = workload(workload_id, main);
+        request.volumes = vec![named("shared", "agyn-vol-shared", "vol-shared")];
+        runner.start_workload(request).await.unwrap();
+    }
+    wait_terminated(&runner, "wl-done", "main").await;
+    wait_status(&runner, "wl-busy", Status::RUNNER_WORKLOAD_STATUS_RUNNING).await;
+
+    let remove = |force| pb::RemoveWorkloadRequest {
+        workload_id: "wl-done".to_string(),
+        force,
+        remove_volumes: true,
+        ..Default::default()
+    };
+    let error = runner.remove_workload(remove(false)).await.unwrap_err();
+    assert_eq!(error.code(), Code::FailedPrecondition);
+    assert!(error.message().contains("wl-busy"), "{}", error.message());
+    assert!(workload_dir(dir.path(), "wl-done").exists());
+    assert!(dir.path().join("volumes/agyn-vol-shared").exists());
+
+    stop(&runner, "wl-busy", 5).await;
+    runner.remove_workload(remove(false)).await.unwrap();
+    assert!(!dir.path().join("volumes/agyn-vol-shared").exists());
+}
+
+#[tokio::test]
+async fn workloads_past_log_retention_are_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = open(dir.path());
+    for workload_id in ["wl-old", "wl-recent"] {
+        first
+            .start_workload(workload(workload_id, shell("main", "true")))
+            .await
+            .unwrap();
+        wait_terminated(&first, workload_id, "main").await;
+    }
+    drop(first);
+
+    let manifest_path = workload_dir(dir.path(), "wl-old").join("manifest.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    let two_days = 2 * 24 * 60 * 60 * 1_000_000_i64;
+    let finished = manifest["containers"][0]["finished_at"].as_i64().unwrap();
+    manifest["containers"][0]["finished_at"] = (finished - two_days).into();
+    std::fs::write(&manifest_path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+
+    let second = open(dir.path());
+    let workloads = second.list_workloads().await.unwrap();
+    let ids: Vec<&str> = workloads.iter().map(|w| w.workload_id.as_str()).collect();
+    assert_eq!(ids, ["wl-recent"]);
+    assert!(!workload_dir(dir.path(), "wl-old").exists());
+}

@@ -147,7 +147,7 @@ async fn send_log(
     loop {
         // The state is read before the file, so output written just
         // before the exit is still read once more.
-        let exited = workload.container_exited(container);
+        let exited = workload.container_done(container);
         let mut sent_any = false;
         while let Some(data) = read_chunk(file).await? {
             sent_any = true;

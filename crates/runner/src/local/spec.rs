@@ -368,6 +368,9 @@ fn plan_container(
     layout: &Layout<'_>,
 ) -> Result<(ContainerRecord, Launch)> {
     let root = layout.root();
+    // NOTE: every container runs as the runner's user in one shared root,
+    // so `read_only` mounts stay writable and an inline file is readable by
+    // containers that do not list it. Only the path rewriting differs.
     let mut mappings: Vec<(String, PathBuf)> = container
         .mounts
         .iter()
