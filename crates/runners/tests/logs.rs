@@ -3,115 +3,16 @@
 
 mod support;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use agyn_api_runner::agynio::api::runner::v1 as runner_pb;
 use agyn_core::error::Code;
 use agyn_core::id::new_id;
-use agyn_core::{Error, Result};
-use agyn_runner::{LogStream, Runner, RunnerFuture};
-use agyn_runners::{LOG_KEEPALIVE, LogsRequest, RunnerConnector, RunnerRecord, WorkloadRecord};
+use agyn_runners::{LOG_KEEPALIVE, LogsRequest, WorkloadRecord};
 use agyn_store::{Backend, on_both_backends};
 use futures::StreamExt as _;
 use support::*;
-
-/// A runner that serves `lines` for container `agent` of any workload.
-/// With `follow` the stream stays open after the lines. `logs_gone` makes
-/// it answer `not_found`, as a runner does once it dropped the logs.
-#[derive(Default)]
-struct FixedLogsRunner {
-    lines: Vec<&'static str>,
-    logs_gone: AtomicBool,
-    requests: Mutex<Vec<runner_pb::StreamWorkloadLogsRequest>>,
-}
-
-fn unused<T>() -> RunnerFuture<'static, T> {
-    Box::pin(async { Err(Error::unimplemented("not used by the log relay")) })
-}
-
-impl Runner for FixedLogsRunner {
-    fn ready(&self) -> RunnerFuture<'_, runner_pb::ReadyResponse> {
-        unused()
-    }
-
-    fn start_workload(
-        &self,
-        _request: runner_pb::StartWorkloadRequest,
-    ) -> RunnerFuture<'_, runner_pb::StartWorkloadResponse> {
-        unused()
-    }
-
-    fn stop_workload(&self, _request: runner_pb::StopWorkloadRequest) -> RunnerFuture<'_, ()> {
-        unused()
-    }
-
-    fn remove_workload(&self, _request: runner_pb::RemoveWorkloadRequest) -> RunnerFuture<'_, ()> {
-        unused()
-    }
-
-    fn inspect_workload(
-        &self,
-        _request: runner_pb::InspectWorkloadRequest,
-    ) -> RunnerFuture<'_, runner_pb::InspectWorkloadResponse> {
-        unused()
-    }
-
-    fn list_workloads(&self) -> RunnerFuture<'_, Vec<runner_pb::WorkloadSummary>> {
-        unused()
-    }
-
-    fn list_volumes(&self) -> RunnerFuture<'_, Vec<runner_pb::VolumeSummary>> {
-        unused()
-    }
-
-    fn remove_volume(&self, _request: runner_pb::RemoveVolumeRequest) -> RunnerFuture<'_, ()> {
-        unused()
-    }
-
-    fn stream_workload_logs(
-        &self,
-        request: runner_pb::StreamWorkloadLogsRequest,
-    ) -> RunnerFuture<'_, LogStream> {
-        Box::pin(async move {
-            let follow = request.follow;
-            self.requests.lock().unwrap().push(request);
-            if self.logs_gone.load(Ordering::SeqCst) {
-                return Err(Error::not_found("container", "agent"));
-            }
-            let chunks = self.lines.iter().map(|line| {
-                Ok(runner_pb::LogChunk {
-                    data: line.as_bytes().to_vec(),
-                    ..Default::default()
-                })
-            });
-            let stream = futures::stream::iter(chunks.collect::<Vec<_>>());
-            let stream: LogStream = if follow {
-                Box::pin(stream.chain(futures::stream::pending()))
-            } else {
-                Box::pin(stream)
-            };
-            Ok(stream)
-        })
-    }
-}
-
-/// Connects every runner to one [`FixedLogsRunner`], or fails with
-/// `unavailable` while `unreachable` is set.
-struct FixedConnector {
-    runner: Arc<FixedLogsRunner>,
-    unreachable: AtomicBool,
-}
-
-impl RunnerConnector for FixedConnector {
-    fn connect(&self, _runner: &RunnerRecord) -> Result<Arc<dyn Runner>> {
-        if self.unreachable.load(Ordering::SeqCst) {
-            return Err(Error::unavailable("connection refused"));
-        }
-        Ok(self.runner.clone())
-    }
-}
 
 struct Setup {
     w: World,

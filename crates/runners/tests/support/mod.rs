@@ -4,8 +4,10 @@
 
 #![allow(dead_code)]
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use agyn_api_runner::agynio::api::runner::v1 as runner_pb;
 use agyn_api_runners::agynio::api::runners::v1 as pb;
 use agyn_authz::{Authorizer, ObjectRef, Tuple};
 use agyn_core::events::EventSink;
@@ -13,10 +15,14 @@ use agyn_core::id::new_id;
 use agyn_core::{Caller, CredentialKind, Error, IdentityKind, Result};
 use agyn_orgs::{Organizations, ResourceCleaner};
 use agyn_pki::{KeySource, MasterKey, Pki, Subject};
-use agyn_runners::{NewRunner, NewWorkload, RunnerRecord, Runners, RunnersCleaner};
+use agyn_runner::{LogStream, Runner, RunnerFuture};
+use agyn_runners::{
+    NewRunner, NewWorkload, RunnerConnector, RunnerRecord, Runners, RunnersCleaner,
+};
 use agyn_store::sqlx::{self, Row};
 use agyn_store::{Backend, Db};
 use agyn_users::Users;
+use futures::StreamExt as _;
 
 /// One published event: room, event name and payload.
 #[derive(Debug, Clone)]
@@ -310,4 +316,100 @@ pub fn failure<T: std::fmt::Debug>(result: Result<T>) -> Error {
 pub fn certificate_der(pem: &str) -> Vec<u8> {
     let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap();
     pem.contents
+}
+
+/// A runner that serves `lines` for container `agent` of any workload.
+/// With `follow` the stream stays open after the lines. `logs_gone` makes
+/// it answer `not_found`, as a runner does once it dropped the logs.
+#[derive(Default)]
+pub struct FixedLogsRunner {
+    pub lines: Vec<&'static str>,
+    pub logs_gone: AtomicBool,
+    pub requests: Mutex<Vec<runner_pb::StreamWorkloadLogsRequest>>,
+}
+
+fn unused<T>() -> RunnerFuture<'static, T> {
+    Box::pin(async { Err(Error::unimplemented("not used by the log relay")) })
+}
+
+impl Runner for FixedLogsRunner {
+    fn ready(&self) -> RunnerFuture<'_, runner_pb::ReadyResponse> {
+        unused()
+    }
+
+    fn start_workload(
+        &self,
+        _request: runner_pb::StartWorkloadRequest,
+    ) -> RunnerFuture<'_, runner_pb::StartWorkloadResponse> {
+        unused()
+    }
+
+    fn stop_workload(&self, _request: runner_pb::StopWorkloadRequest) -> RunnerFuture<'_, ()> {
+        unused()
+    }
+
+    fn remove_workload(&self, _request: runner_pb::RemoveWorkloadRequest) -> RunnerFuture<'_, ()> {
+        unused()
+    }
+
+    fn inspect_workload(
+        &self,
+        _request: runner_pb::InspectWorkloadRequest,
+    ) -> RunnerFuture<'_, runner_pb::InspectWorkloadResponse> {
+        unused()
+    }
+
+    fn list_workloads(&self) -> RunnerFuture<'_, Vec<runner_pb::WorkloadSummary>> {
+        unused()
+    }
+
+    fn list_volumes(&self) -> RunnerFuture<'_, Vec<runner_pb::VolumeSummary>> {
+        unused()
+    }
+
+    fn remove_volume(&self, _request: runner_pb::RemoveVolumeRequest) -> RunnerFuture<'_, ()> {
+        unused()
+    }
+
+    fn stream_workload_logs(
+        &self,
+        request: runner_pb::StreamWorkloadLogsRequest,
+    ) -> RunnerFuture<'_, LogStream> {
+        Box::pin(async move {
+            let follow = request.follow;
+            self.requests.lock().unwrap().push(request);
+            if self.logs_gone.load(Ordering::SeqCst) {
+                return Err(Error::not_found("container", "agent"));
+            }
+            let chunks = self.lines.iter().map(|line| {
+                Ok(runner_pb::LogChunk {
+                    data: line.as_bytes().to_vec(),
+                    ..Default::default()
+                })
+            });
+            let stream = futures::stream::iter(chunks.collect::<Vec<_>>());
+            let stream: LogStream = if follow {
+                Box::pin(stream.chain(futures::stream::pending()))
+            } else {
+                Box::pin(stream)
+            };
+            Ok(stream)
+        })
+    }
+}
+
+/// Connects every runner to one [`FixedLogsRunner`], or fails with
+/// `unavailable` while `unreachable` is set.
+pub struct FixedConnector {
+    pub runner: Arc<FixedLogsRunner>,
+    pub unreachable: AtomicBool,
+}
+
+impl RunnerConnector for FixedConnector {
+    fn connect(&self, _runner: &RunnerRecord) -> Result<Arc<dyn Runner>> {
+        if self.unreachable.load(Ordering::SeqCst) {
+            return Err(Error::unavailable("connection refused"));
+        }
+        Ok(self.runner.clone())
+    }
 }
