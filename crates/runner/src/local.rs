@@ -24,7 +24,7 @@ mod supervise;
 mod volumes;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -49,8 +49,8 @@ const KILL_WAIT: Duration = Duration::from_secs(5);
 /// case).
 const STATUS_UNKNOWN: &str = "ContainerStatusUnknown";
 
-/// Locks a mutex whose data stays consistent even if a holder panicked:
-/// every update is a whole assignment.
+/// Locks a mutex and ignores poisoning, so one panicking watcher does not
+/// stop the runner. The manifest it guards may then be partly updated.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
@@ -345,10 +345,12 @@ impl LocalRunner {
         }
         spec::check_name("workload_id", &request.workload_id)?;
         self.prune_expired();
+
         let mut workloads = lock(&self.workloads);
         if let Some(existing) = workloads.get(&request.workload_id) {
             return Ok(start_response(&existing.snapshot()));
         }
+
         let dir = self.workloads_dir().join(&request.workload_id);
         let layout = spec::Layout {
             runner_dir: &self.settings.dir,
@@ -364,6 +366,7 @@ impl LocalRunner {
                 request.workload_id
             )));
         }
+
         let workload = Arc::new(Workload::new(dir, plan.manifest));
         workload.update(|_| ());
         tracing::info!(
@@ -403,15 +406,9 @@ impl LocalRunner {
             .map(|volume| volume.persistent_name)
             .collect();
         if request.remove_volumes && !request.force {
-            for name in &named {
-                if let Some(user) = self.volume_user(name, Some(&request.workload_id)) {
-                    return Err(Error::failed_precondition(format!(
-                        "volume {name} is also mounted by running workload {user}; \
-                         stop that workload first or set force"
-                    )));
-                }
-            }
+            self.check_volumes_unused(&named, &request.workload_id)?;
         }
+
         if workload.snapshot().any_running() {
             if !request.force {
                 return Err(Error::failed_precondition(format!(
@@ -421,6 +418,7 @@ impl LocalRunner {
             }
             stop_locked(&workload, Duration::ZERO).await;
         }
+
         workload.removed.store(true, Ordering::SeqCst);
         lock(&self.workloads).remove(&request.workload_id);
         if let Err(error) = std::fs::remove_dir_all(&workload.dir)
@@ -440,6 +438,20 @@ impl LocalRunner {
         Ok(())
     }
 
+    /// Rejects the removal of named volumes that a running workload other
+    /// than `workload_id` mounts.
+    fn check_volumes_unused(&self, names: &[String], workload_id: &str) -> Result<()> {
+        for name in names {
+            if let Some(user) = self.volume_user(name, Some(workload_id)) {
+                return Err(Error::failed_precondition(format!(
+                    "volume {name} is also mounted by running workload {user}; \
+                     stop that workload first or set force"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     fn inspect(&self, workload_id: &str) -> Result<pb::InspectWorkloadResponse> {
         let workload = self
             .workload(workload_id)
@@ -448,11 +460,7 @@ impl LocalRunner {
         Ok(pb::InspectWorkloadResponse {
             instance_id: manifest.instance_id.clone(),
             status: manifest.status().into(),
-            containers: manifest
-                .containers
-                .iter()
-                .map(manifest::ContainerRecord::to_proto)
-                .collect(),
+            containers: manifest.containers_proto(),
             labels: manifest.labels.clone().into_iter().collect(),
             ..Default::default()
         })
@@ -525,7 +533,7 @@ impl LocalRunner {
         {
             return Err(Error::not_found("container", &request.container_name));
         }
-        let path = log_path(&workload.dir, &request.container_name);
+        let path = manifest::log_file(&workload.dir, &request.container_name);
         let tail_lines = match request.tail_lines {
             0 => logs::DEFAULT_TAIL_LINES,
             lines => lines as usize,
@@ -541,19 +549,11 @@ impl LocalRunner {
     }
 }
 
-fn log_path(workload_dir: &Path, container: &str) -> PathBuf {
-    workload_dir.join("logs").join(format!("{container}.log"))
-}
-
 fn start_response(manifest: &Manifest) -> pb::StartWorkloadResponse {
     pb::StartWorkloadResponse {
         instance_id: manifest.instance_id.clone(),
         status: manifest.status().into(),
-        containers: manifest
-            .containers
-            .iter()
-            .map(manifest::ContainerRecord::to_proto)
-            .collect(),
+        containers: manifest.containers_proto(),
         failure: manifest.failure_proto(),
         ..Default::default()
     }

@@ -24,21 +24,21 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn parse_chain(pem: &str, what: &str) -> Result<Vec<CertificateDer<'static>>> {
+fn parse_chain(pem: &str, description: &str) -> Result<Vec<CertificateDer<'static>>> {
     let chain = CertificateDer::pem_slice_iter(pem.as_bytes())
         .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|error| Error::invalid_argument(format!("{what}: invalid PEM: {error}")))?;
+        .map_err(|error| Error::invalid_argument(format!("{description}: invalid PEM: {error}")))?;
     if chain.is_empty() {
         return Err(Error::invalid_argument(format!(
-            "{what}: contains no CERTIFICATE block"
+            "{description}: contains no CERTIFICATE block"
         )));
     }
     Ok(chain)
 }
 
-fn parse_key(pem: &str, what: &str) -> Result<PrivateKeyDer<'static>> {
+fn parse_key(pem: &str, description: &str) -> Result<PrivateKeyDer<'static>> {
     PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|error| {
-        Error::invalid_argument(format!("{what}: invalid private key PEM: {error}"))
+        Error::invalid_argument(format!("{description}: invalid private key PEM: {error}"))
     })
 }
 

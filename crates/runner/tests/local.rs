@@ -29,7 +29,7 @@ fn open(dir: &std::path::Path) -> LocalRunner {
 }
 
 #[tokio::test]
-async fn ready_reports_identity_and_no_capabilities() {
+async fn ready_reports_identity() {
     let dir = tempfile::tempdir().unwrap();
     let runner = open(dir.path());
     let ready = runner.ready().await.unwrap();
@@ -93,7 +93,7 @@ async fn start_inspect_and_graceful_stop() {
 }
 
 #[tokio::test]
-async fn stop_kills_process_that_ignores_term() {
+async fn stop_kills_term_ignoring_process() {
     let dir = tempfile::tempdir().unwrap();
     let runner = open(dir.path());
     runner
@@ -122,7 +122,7 @@ async fn stop_kills_process_that_ignores_term() {
 }
 
 #[tokio::test]
-async fn stop_rejects_negative_timeout_and_ignores_unknown_ids() {
+async fn stop_checks_timeout_and_unknown_ids() {
     let dir = tempfile::tempdir().unwrap();
     let runner = open(dir.path());
     let error = runner
@@ -153,7 +153,7 @@ async fn stop_rejects_negative_timeout_and_ignores_unknown_ids() {
 }
 
 #[tokio::test]
-async fn failed_init_container_keeps_main_from_starting() {
+async fn failed_init_blocks_main() {
     let dir = tempfile::tempdir().unwrap();
     let runner = open(dir.path());
     let mut request = workload("wl-init", shell("main", "touch \"$AGYN_ROOT/main-ran\""));
@@ -196,7 +196,7 @@ async fn failed_init_container_keeps_main_from_starting() {
 }
 
 #[tokio::test]
-async fn init_containers_run_in_order_before_main() {
+async fn init_containers_run_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let runner = open(dir.path());
     let mut request = workload(
@@ -271,19 +271,25 @@ async fn invalid_specs_are_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let runner = open(dir.path());
     let mut no_main = workload("wl-no-main", shell("main", "true"));
+
     no_main.main = Default::default();
     let mut duplicate = workload("wl-duplicate", shell("main", "true"));
     duplicate.sidecars = vec![shell("main", "true")];
+
     let mut unknown_volume = shell("main", "true");
     unknown_volume.mounts = vec![mount("missing", "/data")];
+
     let mut relative_mount = shell("main", "true");
     relative_mount.mounts = vec![mount("data", "data")];
     let mut relative_request = workload("wl-relative", relative_mount);
     relative_request.volumes = vec![ephemeral("data")];
+
     let mut unknown_inline = shell("main", "true");
     unknown_inline.inline_file_paths = vec!["/etc/missing".to_string()];
+
     let mut empty_command = shell("main", "true");
     empty_command.command.clear();
+
     let cases = [
         (
             "bad workload id",
@@ -307,7 +313,7 @@ async fn invalid_specs_are_rejected() {
 }
 
 #[tokio::test]
-async fn required_capability_is_a_failed_precondition() {
+async fn required_capability_fails_precondition() {
     let dir = tempfile::tempdir().unwrap();
     let runner = open(dir.path());
     let mut request = workload("wl-gpu", shell("main", "true"));
@@ -318,7 +324,7 @@ async fn required_capability_is_a_failed_precondition() {
 }
 
 #[tokio::test]
-async fn paths_under_mounts_and_inline_files_are_rewritten() {
+async fn mount_and_inline_paths_are_rewritten() {
     let dir = tempfile::tempdir().unwrap();
     let runner = open(dir.path());
     let mut main = shell(
@@ -364,7 +370,7 @@ async fn paths_under_mounts_and_inline_files_are_rewritten() {
 }
 
 #[tokio::test]
-async fn agyn_program_maps_to_the_runner_executable() {
+async fn agyn_program_maps_to_executable() {
     let dir = tempfile::tempdir().unwrap();
     let fake = dir.path().join("fake-agyn");
     std::fs::write(&fake, "#!/bin/sh\necho \"fake agyn $*\"\n").unwrap();
@@ -410,7 +416,7 @@ async fn spawn_failure_is_start_error() {
 }
 
 #[tokio::test]
-async fn inline_file_is_private_and_removed_on_stop() {
+async fn inline_file_private_until_stop() {
     let dir = tempfile::tempdir().unwrap();
     let runner = open(dir.path());
     let mut main = shell("main", GRACEFUL);
@@ -432,12 +438,12 @@ async fn inline_file_is_private_and_removed_on_stop() {
 }
 
 #[tokio::test]
-async fn named_volume_outlives_workload_and_ephemeral_does_not() {
+async fn named_volume_outlives_ephemeral() {
     let dir = tempfile::tempdir().unwrap();
     let runner = open(dir.path());
     let mut writer = shell(
         "main",
-        "echo kept > \"$PERSIST/file\"; echo gone > \"$SCRATCH/file\"",
+        "echo kept > \"$PERSIST/file\"; echo scratch > \"$SCRATCH/file\"",
     );
     writer.mounts = vec![mount("persist", "/persist"), mount("scratch", "/scratch")];
     writer.env = vec![env("PERSIST", "/persist"), env("SCRATCH", "/scratch")];
@@ -609,7 +615,7 @@ async fn logs_reject_bad_requests() {
 }
 
 #[tokio::test]
-async fn start_is_idempotent_by_workload_id() {
+async fn start_is_idempotent() {
     let dir = tempfile::tempdir().unwrap();
     let runner = open(dir.path());
     let request = workload(
@@ -697,7 +703,7 @@ async fn new_runner_adopts_live_workloads() {
 }
 
 #[tokio::test]
-async fn manifest_holds_no_secret_values() {
+async fn manifest_contains_no_secrets() {
     let dir = tempfile::tempdir().unwrap();
     let runner = open(dir.path());
     let mut main = shell("main", "true");
@@ -726,7 +732,7 @@ async fn manifest_holds_no_secret_values() {
 }
 
 #[tokio::test]
-async fn follow_ends_for_a_container_that_never_starts() {
+async fn follow_ends_for_unstarted_container() {
     let dir = tempfile::tempdir().unwrap();
     let runner = open(dir.path());
     let mut request = workload("wl-never", shell("main", "echo never"));
@@ -742,7 +748,7 @@ async fn follow_ends_for_a_container_that_never_starts() {
 }
 
 #[tokio::test]
-async fn remove_volumes_spares_a_volume_another_workload_runs_on() {
+async fn remove_volumes_spares_busy_volume() {
     let dir = tempfile::tempdir().unwrap();
     let runner = open(dir.path());
     for (workload_id, script) in [("wl-done", "true"), ("wl-busy", GRACEFUL)] {
@@ -773,7 +779,7 @@ async fn remove_volumes_spares_a_volume_another_workload_runs_on() {
 }
 
 #[tokio::test]
-async fn workloads_past_log_retention_are_deleted() {
+async fn expired_workloads_are_deleted() {
     let dir = tempfile::tempdir().unwrap();
     let first = open(dir.path());
     for workload_id in ["wl-old", "wl-recent"] {

@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use super::Workload;
 use crate::LogStream;
 
-/// Lines sent first when the request asks for `tail_lines = 0`.
+/// Lines sent first when the request sets `tail_lines = 0`.
 pub(crate) const DEFAULT_TAIL_LINES: usize = 1000;
 
 /// Maximum size of one log chunk.
@@ -30,7 +30,7 @@ const CHUNK_SIZE: usize = 64 * 1024;
 /// output.
 pub(crate) const FOLLOW_POLL_INTERVAL: Duration = Duration::from_millis(200);
 
-/// Returns the offset where the last `lines` lines of `path` start.
+/// Returns the offset where the last `lines` lines of `file` start.
 ///
 /// The file is read backwards in blocks, so only the tail is read. A
 /// final line without a newline counts as a line.
@@ -66,8 +66,8 @@ async fn tail_offset(file: &mut tokio::fs::File, lines: usize) -> std::io::Resul
     Ok(0)
 }
 
-/// Reads up to one chunk from the current position; `None` at the end of
-/// the file.
+/// Reads up to one chunk from the current position, or returns `None` at
+/// the end of the file.
 async fn read_chunk(file: &mut tokio::fs::File) -> std::io::Result<Option<Vec<u8>>> {
     let mut buffer = vec![0u8; CHUNK_SIZE];
     let read = file.read(&mut buffer).await?;
@@ -126,7 +126,7 @@ pub(crate) async fn stream(
     Ok(Box::pin(stream))
 }
 
-/// Sends the tail, then follows the file when asked. Returns when the
+/// Sends the tail, then follows the file when `follow` is set. Returns when the
 /// output ends or the receiver is gone.
 async fn send_log(
     workload: &Workload,

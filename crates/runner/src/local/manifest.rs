@@ -1,6 +1,6 @@
 //! `manifest.json`: the record of one workload on disk.
 //!
-//! The manifest holds the spec without secret values (env variable names
+//! The manifest contains the spec without secret values (env variable names
 //! but not their values, inline file paths but not their contents), the
 //! pids and start times of the processes, and the container states. It is
 //! rewritten atomically (a temporary file, then a rename) on every state
@@ -18,6 +18,11 @@ use serde::{Deserialize, Serialize};
 /// File name of the manifest inside a workload directory.
 pub(crate) const MANIFEST_FILE: &str = "manifest.json";
 
+/// Returns the path of a container's log file inside a workload directory.
+pub(crate) fn log_file(workload_dir: &Path, container: &str) -> PathBuf {
+    workload_dir.join("logs").join(format!("{container}.log"))
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Manifest {
     pub workload_id: String,
@@ -27,7 +32,7 @@ pub(crate) struct Manifest {
     pub created_at: i64,
     /// Set by StopWorkload, after which no container starts.
     pub stopped: bool,
-    /// Why the workload could not start or keep running.
+    /// The reason the workload could not start or keep running.
     pub failure: Option<Failure>,
     /// Init containers in spec order, then main, then the sidecars.
     pub containers: Vec<ContainerRecord>,
@@ -66,7 +71,7 @@ pub(crate) struct ContainerRecord {
     pub state: ContainerState,
     pub pid: Option<i32>,
     /// Start time of `pid` in clock ticks after boot (field 22 of
-    /// `/proc/<pid>/stat`), which tells the process apart from a later one
+    /// `/proc/<pid>/stat`), which distinguishes the process from a later one
     /// that reuses the pid.
     pub process_start_ticks: Option<u64>,
     /// Microseconds since the Unix epoch.
@@ -200,6 +205,13 @@ impl Manifest {
         self.containers
             .iter_mut()
             .find(|container| container.name == name)
+    }
+
+    pub fn containers_proto(&self) -> Vec<pb::RunnerContainer> {
+        self.containers
+            .iter()
+            .map(ContainerRecord::to_proto)
+            .collect()
     }
 
     pub fn any_running(&self) -> bool {

@@ -13,8 +13,9 @@ use rustix::process::{Pid, Signal};
 /// child of this runner and so cannot be waited for.
 const ADOPTED_POLL_INTERVAL: Duration = Duration::from_millis(200);
 
-/// What a container process needs to start. It holds the environment
-/// values, which may be secret, so it lives only in memory.
+/// The program, arguments, directory and environment of a container
+/// process. Environment values may be secret, so a launch lives only in
+/// memory.
 #[derive(Clone)]
 pub(crate) struct Launch {
     pub program: PathBuf,

@@ -254,8 +254,8 @@ fn plan_volumes(
     Ok(volumes)
 }
 
-/// The containers of a request in start order, with their roles and the
-/// field path used in errors.
+/// Collects the containers of a request in start order, with their roles
+/// and the field paths used in errors, and checks their names.
 fn containers(
     request: &pb::StartWorkloadRequest,
 ) -> Result<Vec<(Role, String, &pb::ContainerSpec)>> {
@@ -284,8 +284,8 @@ fn containers(
 }
 
 /// Checks the mounts of every container and returns the symlinks to
-/// create: every mount path maps to one volume, and no mount path lies
-/// under another, because both share the workload root.
+/// create. Every mount path maps to one volume, and no mount path lies
+/// under another, because all containers share the workload root.
 fn plan_mounts(
     containers: &[(Role, String, &pb::ContainerSpec)],
     volumes: &BTreeMap<String, VolumeRecord>,
@@ -323,8 +323,8 @@ fn plan_mounts(
         for inner in by_path.keys() {
             if outer != inner && is_under(inner, outer) {
                 return Err(Error::invalid_argument(format!(
-                    "mount path {inner:?} lies under mount path {outer:?}; \
-                     the local runner cannot nest mounts"
+                    "mount path {inner:?} lies under mount path {outer:?}, which the \
+                     local runner cannot nest; choose mount paths that do not overlap"
                 )));
             }
         }
@@ -443,7 +443,7 @@ fn plan_container(
         args: command[1..].to_vec(),
         working_dir,
         env,
-        log_file: layout.logs().join(format!("{}.log", container.name)),
+        log_file: super::manifest::log_file(layout.workload_dir, &container.name),
     };
     Ok((record, launch))
 }

@@ -32,7 +32,7 @@ pub(crate) fn prepare(
     create_private_dir(&root.join("home"))?;
     create_private_dir(&layout.logs())?;
     for container in &plan.manifest.containers {
-        let path = layout.logs().join(format!("{}.log", container.name));
+        let path = super::manifest::log_file(layout.workload_dir, &container.name);
         std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -163,8 +163,8 @@ pub(crate) async fn run(workload: Arc<Workload>, launches: Vec<Launch>) {
 }
 
 /// Starts container `index` unless the workload was stopped. The spawn
-/// runs under the state lock, so a concurrent stop either sees the pid or
-/// prevents the start.
+/// runs under the state lock, so a concurrent stop either signals the new
+/// process or keeps it from starting.
 fn start_container(workload: &Workload, index: usize, launch: &Launch) -> Option<Spawned> {
     workload.update(|manifest| {
         if manifest.stopped {

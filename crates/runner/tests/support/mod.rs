@@ -95,7 +95,7 @@ pub fn container<'a>(
 pub async fn wait_for(
     runner: &dyn Runner,
     workload_id: &str,
-    what: &str,
+    description: &str,
     done: impl Fn(&pb::InspectWorkloadResponse) -> bool,
 ) -> pb::InspectWorkloadResponse {
     let deadline = Instant::now() + WAIT;
@@ -106,7 +106,7 @@ pub async fn wait_for(
         }
         assert!(
             Instant::now() < deadline,
-            "timed out waiting for {what}: {response:?}"
+            "timed out waiting for {description}: {response:?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
