@@ -201,7 +201,7 @@ impl LocalRunner {
         for sub in ["workloads", "volumes"] {
             let path = settings.dir.join(sub);
             process::create_private_dir(&path).map_err(|error| {
-                Error::internal(format!("failed to create {}", path.display()), error)
+                Error::unavailable(format!("failed to create {}: {error}", path.display()))
             })?;
         }
         let runner = Self {
@@ -230,8 +230,9 @@ impl LocalRunner {
     /// Reads every manifest under `workloads/` and adopts what still runs.
     fn adopt_all(&self) -> Result<()> {
         let dir = self.workloads_dir();
-        let entries = std::fs::read_dir(&dir)
-            .map_err(|error| Error::internal(format!("failed to read {}", dir.display()), error))?;
+        let entries = std::fs::read_dir(&dir).map_err(|error| {
+            Error::unavailable(format!("failed to read {}: {error}", dir.display()))
+        })?;
         for entry in entries.flatten() {
             let path = entry.path();
             if !path.is_dir() {

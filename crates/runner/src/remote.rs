@@ -2,11 +2,12 @@
 //! `RunnerService` over gRPC with mutual TLS.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use agyn_api_runner::agynio::api::runner::v1 as pb;
 use agyn_core::error::Code;
 use agyn_core::{Error, Result};
-use connectrpc::client::{ClientConfig, Http2Connection, SharedHttp2Connection};
+use connectrpc::client::{CallOptions, ClientConfig, Http2Connection, SharedHttp2Connection};
 use connectrpc::{ConnectError, ErrorCode, Protocol};
 use http::Uri;
 use hyper_util::rt::TokioIo;
@@ -17,6 +18,11 @@ use crate::{LogStream, Runner, RunnerFuture, tls};
 
 /// Maximum number of requests queued on the shared HTTP/2 connection.
 const MAX_QUEUED_REQUESTS: usize = 1024;
+
+/// Deadline of a unary call. StopWorkload gets its `timeout_sec` on top,
+/// because the runner waits that long before SIGKILL. Log streams have no
+/// deadline, because a followed log lasts as long as its container.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The client side of the runner protocol for one enrolled runner.
 ///
@@ -105,6 +111,10 @@ impl RemoteRunner {
         })
     }
 
+    fn options() -> CallOptions {
+        CallOptions::default().with_timeout(CALL_TIMEOUT)
+    }
+
     /// Converts a failed call into the platform's error, keeping the code
     /// the runner sent.
     fn error(&self, error: ConnectError) -> Error {
@@ -140,7 +150,7 @@ impl Runner for RemoteRunner {
         Box::pin(async move {
             let response = self
                 .client
-                .ready(pb::ReadyRequest::default())
+                .ready_with_options(pb::ReadyRequest::default(), Self::options())
                 .await
                 .map_err(|error| self.error(error))?;
             Ok(response.into_owned())
@@ -154,7 +164,7 @@ impl Runner for RemoteRunner {
         Box::pin(async move {
             let response = self
                 .client
-                .start_workload(request)
+                .start_workload_with_options(request, Self::options())
                 .await
                 .map_err(|error| self.error(error))?;
             Ok(response.into_owned())
@@ -163,8 +173,10 @@ impl Runner for RemoteRunner {
 
     fn stop_workload(&self, request: pb::StopWorkloadRequest) -> RunnerFuture<'_, ()> {
         Box::pin(async move {
+            let grace = Duration::from_secs(request.timeout_sec.max(0) as u64);
+            let options = CallOptions::default().with_timeout(CALL_TIMEOUT + grace);
             self.client
-                .stop_workload(request)
+                .stop_workload_with_options(request, options)
                 .await
                 .map_err(|error| self.error(error))?;
             Ok(())
@@ -174,7 +186,7 @@ impl Runner for RemoteRunner {
     fn remove_workload(&self, request: pb::RemoveWorkloadRequest) -> RunnerFuture<'_, ()> {
         Box::pin(async move {
             self.client
-                .remove_workload(request)
+                .remove_workload_with_options(request, Self::options())
                 .await
                 .map_err(|error| self.error(error))?;
             Ok(())
@@ -188,7 +200,7 @@ impl Runner for RemoteRunner {
         Box::pin(async move {
             let response = self
                 .client
-                .inspect_workload(request)
+                .inspect_workload_with_options(request, Self::options())
                 .await
                 .map_err(|error| self.error(error))?;
             Ok(response.into_owned())
@@ -199,7 +211,7 @@ impl Runner for RemoteRunner {
         Box::pin(async move {
             let response = self
                 .client
-                .list_workloads(pb::ListWorkloadsRequest::default())
+                .list_workloads_with_options(pb::ListWorkloadsRequest::default(), Self::options())
                 .await
                 .map_err(|error| self.error(error))?;
             Ok(response.into_owned().workloads)
@@ -210,7 +222,7 @@ impl Runner for RemoteRunner {
         Box::pin(async move {
             let response = self
                 .client
-                .list_volumes(pb::ListVolumesRequest::default())
+                .list_volumes_with_options(pb::ListVolumesRequest::default(), Self::options())
                 .await
                 .map_err(|error| self.error(error))?;
             Ok(response.into_owned().volumes)
@@ -220,7 +232,7 @@ impl Runner for RemoteRunner {
     fn remove_volume(&self, request: pb::RemoveVolumeRequest) -> RunnerFuture<'_, ()> {
         Box::pin(async move {
             self.client
-                .remove_volume(request)
+                .remove_volume_with_options(request, Self::options())
                 .await
                 .map_err(|error| self.error(error))?;
             Ok(())
