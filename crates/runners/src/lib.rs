@@ -31,6 +31,7 @@ use std::sync::Arc;
 
 use agyn_authz::{Authorizer, ObjectRef};
 use agyn_core::events::{EventSink, NoEvents};
+use agyn_core::id::parse_id;
 use agyn_core::{Caller, Error, Result};
 use agyn_orgs::{OrgState, Organizations};
 use agyn_pki::Pki;
@@ -242,6 +243,14 @@ fn require_component(caller: &Caller, method: &str, allowed: &[&str]) -> Result<
         Caller::Identity { .. } => Err(Error::permission_denied(format!(
             "permission denied: {method} is only for platform components"
         ))),
+    }
+}
+
+/// Parses an optional organization id, treating "" as absent.
+pub(crate) fn optional_org(organization_id: Option<&str>) -> Result<Option<String>> {
+    match organization_id {
+        None | Some("") => Ok(None),
+        Some(id) => parse_id("organization_id", id).map(Some),
     }
 }
 

@@ -11,7 +11,7 @@ use agyn_pki::CertificateKind;
 
 use crate::model::{NewRunner, RegisteredRunner, RunnerChanges, RunnerRecord, RunnerStatus};
 use crate::store::runners::{self, Scope};
-use crate::{Runners, no_fields, require_component, token, validate};
+use crate::{Runners, no_fields, optional_org, require_component, token, validate};
 
 /// Most ids a REFERENCED error lists.
 const MAX_REFERENCED_IDS: i64 = 10;
@@ -26,14 +26,6 @@ fn name_taken(name: &str, org_id: Option<&str>) -> Error {
         None => Error::already_exists(format!(
             "runner name {name:?} is already used by a cluster runner; choose another name"
         )),
-    }
-}
-
-/// Parses an optional organization id, treating "" as absent.
-fn optional_org(organization_id: Option<&str>) -> Result<Option<String>> {
-    match organization_id {
-        None | Some("") => Ok(None),
-        Some(id) => parse_id("organization_id", id).map(Some),
     }
 }
 

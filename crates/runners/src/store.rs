@@ -7,6 +7,7 @@ pub(crate) mod workloads;
 
 use agyn_core::Result;
 use agyn_core::page::{Cursor, Page, SortOrder};
+use agyn_store::Backend;
 use agyn_store::sqlx::{self, Any, AnyConnection, any::AnyArguments, query::Query};
 
 use crate::model::{ListSort, SortField};
@@ -121,6 +122,16 @@ impl Sql {
             };
         }
         query
+    }
+}
+
+/// Returns the row lock clause of a read inside a write transaction:
+/// `FOR UPDATE` on PostgreSQL, nothing on SQLite, whose write transaction
+/// already holds the database lock.
+pub(crate) fn lock_clause(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Postgres => " FOR UPDATE",
+        Backend::Sqlite => "",
     }
 }
 

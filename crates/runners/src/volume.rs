@@ -14,7 +14,7 @@ use crate::model::{
 use crate::store::sort_order;
 use crate::store::volumes::{self, Scope};
 use crate::workload::{caller_key, parse_ids};
-use crate::{Runners, no_fields, require_component, validate};
+use crate::{Runners, no_fields, optional_org, require_component, validate};
 
 /// Validates a volume filter and returns it with canonical ids.
 fn canonical_filter(filter: &VolumeFilter) -> Result<VolumeFilter> {
@@ -26,13 +26,21 @@ fn canonical_filter(filter: &VolumeFilter) -> Result<VolumeFilter> {
     })
 }
 
-/// Adds every filter value and the sort to a page token fingerprint.
-fn fingerprint_volumes(
-    mut fingerprint: Fingerprint,
+/// Parses the page of a volume list named `list`, binding its token to the
+/// caller, the scope (an organization or thread id), every filter value
+/// and the sort.
+fn volume_page(
+    list: &str,
+    caller: &Caller,
+    scope: &str,
     filter: &VolumeFilter,
     sort: ListSort,
-) -> Fingerprint {
-    fingerprint = fingerprint.with("status");
+    page: PageRequest<'_>,
+) -> Result<Page> {
+    let mut fingerprint = Fingerprint::new(list)
+        .with(&caller_key(caller))
+        .with(scope)
+        .with("status");
     for status in &filter.statuses {
         fingerprint = fingerprint.with(status.name());
     }
@@ -46,10 +54,11 @@ fn fingerprint_volumes(
             fingerprint = fingerprint.with(id);
         }
     }
-    fingerprint.with(match sort.field {
+    let fingerprint = fingerprint.with(match sort.field {
         SortField::Created => "created",
         SortField::Status => "status",
-    })
+    });
+    Page::parse(page.size, page.token, sort_order(sort), fingerprint)
 }
 
 impl Runners {
@@ -199,11 +208,14 @@ impl Runners {
     ) -> Result<(Vec<VolumeRecord>, String)> {
         let org_id = parse_id("organization_id", organization_id)?;
         let filter = canonical_filter(filter)?;
-        let fingerprint = Fingerprint::new("agynio.api.runners.v1.ListVolumes")
-            .with(&caller_key(caller))
-            .with(&org_id);
-        let fingerprint = fingerprint_volumes(fingerprint, &filter, sort);
-        let page = Page::parse(page.size, page.token, sort_order(sort), fingerprint)?;
+        let page = volume_page(
+            "agynio.api.runners.v1.ListVolumes",
+            caller,
+            &org_id,
+            &filter,
+            sort,
+            page,
+        )?;
         self.authorize_org_list(caller, &org_id, "can_view_volumes")
             .await?;
         self.list_volumes_in(Scope::Organization(Some(&org_id)), &filter, sort, &page)
@@ -221,17 +233,16 @@ impl Runners {
         page: PageRequest<'_>,
     ) -> Result<(Vec<VolumeRecord>, String)> {
         require_component(caller, "ListVolumesInternal", &["orchestrator"])?;
-        let org_id = if organization_id.is_empty() {
-            None
-        } else {
-            Some(parse_id("organization_id", organization_id)?)
-        };
+        let org_id = optional_org(Some(organization_id))?;
         let filter = canonical_filter(filter)?;
-        let fingerprint = Fingerprint::new("agynio.api.runners.v1.ListVolumesInternal")
-            .with(&caller_key(caller))
-            .with(org_id.as_deref().unwrap_or(""));
-        let fingerprint = fingerprint_volumes(fingerprint, &filter, sort);
-        let page = Page::parse(page.size, page.token, sort_order(sort), fingerprint)?;
+        let page = volume_page(
+            "agynio.api.runners.v1.ListVolumesInternal",
+            caller,
+            org_id.as_deref().unwrap_or(""),
+            &filter,
+            sort,
+            page,
+        )?;
         self.list_volumes_in(Scope::Organization(org_id.as_deref()), &filter, sort, &page)
             .await
     }
@@ -246,12 +257,16 @@ impl Runners {
     ) -> Result<(Vec<VolumeRecord>, String)> {
         let thread_id = parse_id("thread_id", thread_id)?;
         let sort = ListSort::default();
-        let fingerprint = Fingerprint::new("agynio.api.runners.v1.ListVolumesByThread")
-            .with(&caller_key(caller))
-            .with(&thread_id);
-        let page = Page::parse(page.size, page.token, sort_order(sort), fingerprint)?;
-        self.authorize_thread_read(caller, &thread_id).await?;
         let filter = VolumeFilter::default();
+        let page = volume_page(
+            "agynio.api.runners.v1.ListVolumesByThread",
+            caller,
+            &thread_id,
+            &filter,
+            sort,
+            page,
+        )?;
+        self.authorize_thread_read(caller, &thread_id).await?;
         self.list_volumes_in(Scope::Thread(&thread_id), &filter, sort, &page)
             .await
     }

@@ -13,7 +13,7 @@ use crate::model::{
 };
 use crate::store::sort_order;
 use crate::store::workloads::{self, Scope};
-use crate::{Runners, names, no_fields, require_component, validate};
+use crate::{Runners, names, no_fields, optional_org, require_component, validate};
 
 fn invalid_transition(from: WorkloadStatus, to: WorkloadStatus) -> Error {
     Error::failed_precondition(format!(
@@ -53,12 +53,18 @@ fn canonical_filter(filter: &WorkloadFilter) -> Result<WorkloadFilter> {
     })
 }
 
-/// Adds every filter value and the sort to a page token fingerprint.
-fn fingerprint_workloads(
-    mut fingerprint: Fingerprint,
+/// Parses the page of a workload list named `list`, binding its token to
+/// the caller, the scope (an organization or thread id), every filter
+/// value and the sort.
+fn workload_page(
+    list: &str,
+    caller: &Caller,
+    scope: &str,
     filter: &WorkloadFilter,
     sort: ListSort,
-) -> Fingerprint {
+    page: PageRequest<'_>,
+) -> Result<Page> {
+    let mut fingerprint = Fingerprint::new(list).with(&caller_key(caller)).with(scope);
     for (label, ids) in [
         ("agent", &filter.agent_ids),
         ("runner", &filter.runner_ids),
@@ -74,13 +80,14 @@ fn fingerprint_workloads(
         fingerprint = fingerprint.with(status.name());
     }
     let bound = |value: Option<i64>| value.map_or_else(String::new, |value| value.to_string());
-    fingerprint
+    let fingerprint = fingerprint
         .with(&bound(filter.started_after))
         .with(&bound(filter.started_before))
         .with(match sort.field {
             SortField::Created => "created",
             SortField::Status => "status",
-        })
+        });
+    Page::parse(page.size, page.token, sort_order(sort), fingerprint)
 }
 
 /// Returns the key that binds a page token to its caller.
@@ -438,11 +445,14 @@ impl Runners {
     ) -> Result<(Vec<WorkloadRecord>, String)> {
         let org_id = parse_id("organization_id", organization_id)?;
         let filter = canonical_filter(filter)?;
-        let fingerprint = Fingerprint::new("agynio.api.runners.v1.ListWorkloads")
-            .with(&caller_key(caller))
-            .with(&org_id);
-        let fingerprint = fingerprint_workloads(fingerprint, &filter, sort);
-        let page = Page::parse(page.size, page.token, sort_order(sort), fingerprint)?;
+        let page = workload_page(
+            "agynio.api.runners.v1.ListWorkloads",
+            caller,
+            &org_id,
+            &filter,
+            sort,
+            page,
+        )?;
         self.authorize_org_list(caller, &org_id, "can_view_workloads")
             .await?;
         self.list_workloads_in(Scope::Organization(Some(&org_id)), &filter, sort, &page)
@@ -460,17 +470,16 @@ impl Runners {
         page: PageRequest<'_>,
     ) -> Result<(Vec<WorkloadRecord>, String)> {
         require_component(caller, "ListWorkloadsInternal", &["orchestrator", "chat"])?;
-        let org_id = if organization_id.is_empty() {
-            None
-        } else {
-            Some(parse_id("organization_id", organization_id)?)
-        };
+        let org_id = optional_org(Some(organization_id))?;
         let filter = canonical_filter(filter)?;
-        let fingerprint = Fingerprint::new("agynio.api.runners.v1.ListWorkloadsInternal")
-            .with(&caller_key(caller))
-            .with(org_id.as_deref().unwrap_or(""));
-        let fingerprint = fingerprint_workloads(fingerprint, &filter, sort);
-        let page = Page::parse(page.size, page.token, sort_order(sort), fingerprint)?;
+        let page = workload_page(
+            "agynio.api.runners.v1.ListWorkloadsInternal",
+            caller,
+            org_id.as_deref().unwrap_or(""),
+            &filter,
+            sort,
+            page,
+        )?;
         self.list_workloads_in(Scope::Organization(org_id.as_deref()), &filter, sort, &page)
             .await
     }
@@ -493,11 +502,14 @@ impl Runners {
             ..WorkloadFilter::default()
         };
         let sort = ListSort::default();
-        let fingerprint = Fingerprint::new("agynio.api.runners.v1.ListWorkloadsByThread")
-            .with(&caller_key(caller))
-            .with(&thread_id);
-        let fingerprint = fingerprint_workloads(fingerprint, &filter, sort);
-        let page = Page::parse(page.size, page.token, sort_order(sort), fingerprint)?;
+        let page = workload_page(
+            "agynio.api.runners.v1.ListWorkloadsByThread",
+            caller,
+            &thread_id,
+            &filter,
+            sort,
+            page,
+        )?;
         self.authorize_thread_read(caller, &thread_id).await?;
         self.list_workloads_in(Scope::Thread(&thread_id), &filter, sort, &page)
             .await

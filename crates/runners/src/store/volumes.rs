@@ -6,7 +6,7 @@ use agyn_store::Backend;
 use agyn_store::sqlx::{self, AnyConnection, Row, any::AnyRow};
 
 use crate::model::{ListSort, VolumeFilter, VolumeRecord, VolumeStatus};
-use crate::store::{Sql, cursor, enum_column};
+use crate::store::{Sql, cursor, enum_column, lock_clause};
 
 const COLUMNS: &str = "id, volume_id, thread_id, agent_id, runner_id, organization_id, size, \
     persistent_name, instance_id, status, removed_at, created_at, updated_at";
@@ -59,25 +59,25 @@ pub(crate) async fn by_id(
     connection: &mut AnyConnection,
     id: &str,
 ) -> Result<Option<VolumeRecord>> {
-    let sql = format!("SELECT {COLUMNS} FROM provisioned_volumes WHERE id = $1");
-    let row = sqlx::query(&sql)
-        .bind(id)
-        .fetch_optional(&mut *connection)
-        .await?;
-    Ok(row.as_ref().map(record_from_row).transpose()?)
+    select_one(connection, id, "").await
 }
 
-/// Reads volume `id` inside a write transaction, locking the row on
-/// PostgreSQL.
+/// Reads row `id` inside a write transaction, locking it on PostgreSQL so
+/// that concurrent updates apply one after the other. On SQLite the write
+/// transaction already holds the database lock.
 pub(crate) async fn lock(
     connection: &mut AnyConnection,
     backend: Backend,
     id: &str,
 ) -> Result<Option<VolumeRecord>> {
-    let lock = match backend {
-        Backend::Postgres => " FOR UPDATE",
-        Backend::Sqlite => "",
-    };
+    select_one(connection, id, lock_clause(backend)).await
+}
+
+async fn select_one(
+    connection: &mut AnyConnection,
+    id: &str,
+    lock: &str,
+) -> Result<Option<VolumeRecord>> {
     let sql = format!("SELECT {COLUMNS} FROM provisioned_volumes WHERE id = $1{lock}");
     let row = sqlx::query(&sql)
         .bind(id)

@@ -9,7 +9,7 @@ use agyn_store::sqlx::{self, AnyConnection, Row, any::AnyRow};
 use crate::model::{
     AgentState, FailureReason, ListSort, WorkloadFilter, WorkloadRecord, WorkloadStatus,
 };
-use crate::store::{Sql, cursor, enum_column, json_column};
+use crate::store::{Sql, cursor, enum_column, json_column, lock_clause};
 
 const COLUMNS: &str = "id, runner_id, thread_id, agent_id, organization_id, status, agent_state, \
     containers, instance_id, credential_id, last_activity_at, started_at, removed_at, \
@@ -109,26 +109,25 @@ pub(crate) async fn by_id(
     connection: &mut AnyConnection,
     id: &str,
 ) -> Result<Option<WorkloadRecord>> {
-    let sql = format!("SELECT {COLUMNS} FROM workloads WHERE id = $1");
-    let row = sqlx::query(&sql)
-        .bind(id)
-        .fetch_optional(&mut *connection)
-        .await?;
-    Ok(row.as_ref().map(record_from_row).transpose()?)
+    select_one(connection, id, "").await
 }
 
-/// Reads workload `id` inside a write transaction, locking the row on
-/// PostgreSQL so that concurrent updates apply one after the other. On
-/// SQLite the write transaction already holds the database lock.
+/// Reads row `id` inside a write transaction, locking it on PostgreSQL so
+/// that concurrent updates apply one after the other. On SQLite the write
+/// transaction already holds the database lock.
 pub(crate) async fn lock(
     connection: &mut AnyConnection,
     backend: Backend,
     id: &str,
 ) -> Result<Option<WorkloadRecord>> {
-    let lock = match backend {
-        Backend::Postgres => " FOR UPDATE",
-        Backend::Sqlite => "",
-    };
+    select_one(connection, id, lock_clause(backend)).await
+}
+
+async fn select_one(
+    connection: &mut AnyConnection,
+    id: &str,
+    lock: &str,
+) -> Result<Option<WorkloadRecord>> {
     let sql = format!("SELECT {COLUMNS} FROM workloads WHERE id = $1{lock}");
     let row = sqlx::query(&sql)
         .bind(id)
