@@ -293,7 +293,7 @@ impl LocalRunner {
                 manifest.failure = Some(manifest::Failure {
                     reason: "RunnerRestarted".to_string(),
                     message: "the runner restarted before the main container started; \
-                              stop the workload and start it again"
+                              remove the workload and start it again"
                         .to_string(),
                 });
             }

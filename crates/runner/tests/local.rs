@@ -805,3 +805,41 @@ async fn expired_workloads_are_deleted() {
     assert_eq!(ids, ["wl-recent"]);
     assert!(!workload_dir(dir.path(), "wl-old").exists());
 }
+
+#[tokio::test]
+async fn restart_during_init_fails_workload() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = open(dir.path());
+    let mut request = workload("wl-restart-init", shell("main", "true"));
+    request.init_containers = vec![shell("init", GRACEFUL)];
+    first.start_workload(request).await.unwrap();
+    wait_for(&first, "wl-restart-init", "init to run", |response| {
+        container(response, "init").status.as_known() == Some(RUNNING)
+    })
+    .await;
+    drop(first);
+
+    let second = open(dir.path());
+    let failed = inspect(&second, "wl-restart-init").await;
+    assert_eq!(
+        failed.status.as_known(),
+        Some(Status::RUNNER_WORKLOAD_STATUS_FAILED)
+    );
+    assert_eq!(container(&failed, "init").status.as_known(), Some(RUNNING));
+    assert_eq!(container(&failed, "main").status.as_known(), Some(WAITING));
+    let pid = recorded_pid(dir.path(), "wl-restart-init", "init");
+    let repeated = second
+        .start_workload(workload("wl-restart-init", shell("main", "true")))
+        .await
+        .unwrap();
+    assert_eq!(repeated.failure.reason, "RunnerRestarted");
+
+    stop(&second, "wl-restart-init", 5).await;
+    assert!(!process_alive(pid));
+    let stopped = inspect(&second, "wl-restart-init").await;
+    assert_eq!(
+        container(&stopped, "init").status.as_known(),
+        Some(TERMINATED)
+    );
+    assert_eq!(container(&stopped, "main").status.as_known(), Some(WAITING));
+}
