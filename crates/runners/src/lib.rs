@@ -105,11 +105,12 @@ impl Runners {
         }
     }
 
-    /// Authorizes a runner write (register, update, delete): for an
-    /// organization runner `not_found` for an unknown organization, then
-    /// `permission_denied` without `can_manage`, then `failed_precondition`
-    /// while the organization is being deleted; for a cluster runner
-    /// cluster admin. Component callers skip the relationship checks.
+    /// Authorizes a runner write (register, update, delete). An
+    /// organization runner gives `not_found` for an unknown organization,
+    /// then `permission_denied` without `can_manage`, then
+    /// `failed_precondition` while the organization is being deleted. A
+    /// cluster runner needs cluster admin. Component callers skip the
+    /// relationship checks.
     async fn authorize_runner_write(&self, caller: &Caller, org_id: Option<&str>) -> Result<()> {
         let Caller::Identity { identity_id, .. } = caller else {
             return match org_id {

@@ -39,8 +39,9 @@ fn logs_gone() -> Error {
     Error::new(Code::NotFound, "logs are no longer available")
 }
 
-/// Maps a runner failure: `not_found` means the runner no longer keeps the
-/// logs, and anything else that the runner is unreachable.
+/// Maps a runner failure. `not_found` means that the runner no longer keeps
+/// the logs, `invalid_argument` passes through, and any other code means
+/// that the runner is unreachable.
 fn runner_failure(runner_id: &str, error: Error) -> Error {
     match error.code() {
         Code::NotFound => logs_gone(),
@@ -104,6 +105,7 @@ impl Runners {
         if request.tail_lines < 0 {
             return Err(Error::invalid_field("tail_lines", "must not be negative"));
         }
+
         let workload = self.workload_or_not_found(&workload_id).await?;
         self.authorize_org_list(caller, &workload.organization_id, "can_view_workloads")
             .await?;
@@ -123,6 +125,7 @@ impl Runners {
         if workload.runner_id.is_empty() {
             return Err(logs_gone());
         }
+
         let mut connection = self.db.pool().acquire().await?;
         let runner = crate::store::runners::by_id(&mut connection, &workload.runner_id)
             .await?
@@ -135,6 +138,7 @@ impl Runners {
         let client = connector
             .connect(&runner)
             .map_err(|error| runner_failure(&runner.id, error))?;
+
         let tail_lines = match request.tail_lines {
             0 => DEFAULT_TAIL_LINES,
             lines => lines,

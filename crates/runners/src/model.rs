@@ -264,7 +264,7 @@ pub struct WorkloadChanges {
     pub status: Option<WorkloadStatus>,
     pub containers: Option<Vec<pb::Container>>,
     pub instance_id: Option<String>,
-    /// Used only when the status becomes terminal; defaults to now.
+    /// Used only when the status becomes terminal, and defaults to now.
     pub removed_at: Option<i64>,
     pub failure_reason: Option<FailureReason>,
     pub failure_message: Option<String>,
@@ -356,7 +356,7 @@ pub struct NewVolume {
 pub struct VolumeChanges {
     pub status: Option<VolumeStatus>,
     pub instance_id: Option<String>,
-    /// Used only when the status becomes terminal; defaults to now.
+    /// Used only when the status becomes terminal, and defaults to now.
     pub removed_at: Option<i64>,
 }
 

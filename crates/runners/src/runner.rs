@@ -31,8 +31,8 @@ fn name_taken(name: &str, org_id: Option<&str>) -> Error {
 
 impl Runners {
     /// RegisterRunner: an organization runner needs `can_manage` on the
-    /// organization, which must be active; a cluster runner needs cluster
-    /// admin. Only a component may register a built-in runner. The row and
+    /// organization, which must be active, and a cluster runner needs
+    /// cluster admin. Only a component may register a built-in runner. The row and
     /// the runner identity are written in one transaction.
     pub async fn register_runner(
         &self,
@@ -112,7 +112,7 @@ impl Runners {
     }
 
     /// GetRunner: `can_read` on the organization of an organization
-    /// runner; any caller may read a cluster runner.
+    /// runner. Any caller may read a cluster runner.
     pub async fn get_runner(&self, caller: &Caller, id: &str) -> Result<RunnerRecord> {
         let id = parse_id("id", id)?;
         let record = self.runner_or_not_found(&id).await?;
@@ -274,6 +274,7 @@ impl Runners {
                 ));
             }
         };
+
         let mut tx = self.db.begin_write().await?;
         let mut record = runners::by_id(&mut tx, &id)
             .await?
@@ -291,6 +292,7 @@ impl Runners {
         record.updated_at = now_micros().max(record.updated_at);
         runners::update(&mut tx, &record).await?;
         tx.commit().await?;
+
         if previous != status {
             tracing::info!(
                 runner_id = %id,

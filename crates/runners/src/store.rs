@@ -15,7 +15,7 @@ use crate::model::{ListSort, SortField};
 /// Rows deleted per statement during the organization purge.
 pub(crate) const DELETE_BATCH: i64 = 1_000;
 
-/// Bits of a cursor position that hold `created_at`; the status of a
+/// Bits of a cursor position that hold `created_at`. The status of a
 /// status-sorted list sits above them. 2^55 µs is about 1,100 years after
 /// 1970, and status numbers stay below 8.
 const STATUS_SHIFT: u32 = 55;

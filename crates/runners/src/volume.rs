@@ -79,6 +79,7 @@ impl Runners {
         validate::short_text("size", &input.size)?;
         self.require_active_org(&org_id).await?;
         self.runner_or_not_found(&runner_id).await?;
+
         let now = now_micros();
         let record = VolumeRecord {
             persistent_name: format!("agyn-vol-{id}"),
@@ -100,6 +101,7 @@ impl Runners {
         let mut tx = self.db.begin_write().await?;
         self.insert_volume_in(&mut tx, &record).await?;
         tx.commit().await?;
+
         tracing::info!(
             provisioned_volume_id = %record.id,
             volume_id = %record.volume_id,
@@ -131,6 +133,7 @@ impl Runners {
         if let Some(instance_id) = &changes.instance_id {
             validate::short_text("instance_id", instance_id)?;
         }
+
         let mut tx = self.db.begin_write().await?;
         let mut record = volumes::lock(&mut tx, self.db.backend(), &id)
             .await?
@@ -152,6 +155,7 @@ impl Runners {
             }
             _ => {}
         }
+
         let now = now_micros();
         if let Some(next) = changes.status {
             if next.is_terminal() {
@@ -165,6 +169,7 @@ impl Runners {
         record.updated_at = now.max(record.updated_at);
         volumes::update(&mut tx, &record).await?;
         tx.commit().await?;
+
         if previous != record.status {
             tracing::info!(
                 provisioned_volume_id = %id,

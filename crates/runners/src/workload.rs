@@ -312,7 +312,7 @@ impl Runners {
     /// UpdateWorkload: orchestrator only. Status moves are guarded, and a
     /// STOPPED or FAILED record never changes again. Entering STOPPED or
     /// FAILED sets `removed_at` and revokes the workload certificate in
-    /// the same transaction; entering RUNNING sets `started_at` and resets
+    /// the same transaction. Entering RUNNING sets `started_at` and resets
     /// `last_activity_at`.
     pub async fn update_workload(
         &self,
@@ -485,7 +485,7 @@ impl Runners {
     }
 
     /// ListWorkloadsByThread: `can_read` on the thread. Newest first by
-    /// `(created_at DESC, id DESC)`; an empty `statuses` keeps every status.
+    /// `(created_at DESC, id DESC)`. An empty `statuses` keeps every status.
     pub async fn list_workloads_by_thread(
         &self,
         caller: &Caller,
@@ -546,12 +546,14 @@ impl Runners {
             ));
         };
         let id = parse_id("id", id)?;
+
         if workload_id.as_deref().is_some_and(|own| own != id) {
             return Err(Error::permission_denied(format!(
                 "permission denied: the workload certificate is for workload {}, not {id}",
                 workload_id.as_deref().unwrap_or_default()
             )));
         }
+
         let mut tx = self.db.begin_write().await?;
         let mut record = workloads::lock(&mut tx, self.db.backend(), &id)
             .await?
@@ -568,9 +570,11 @@ impl Runners {
             }
             WorkloadStatus::Stopped | WorkloadStatus::Failed => return Err(workload_terminal()),
         }
+
         let now = now_micros().max(record.updated_at);
         workloads::record_activity(&mut tx, &id, now).await?;
         tx.commit().await?;
+
         if record.agent_state != AgentState::Processing {
             record.agent_state = AgentState::Processing;
             record.last_activity_at = now;

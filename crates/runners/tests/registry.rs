@@ -12,7 +12,8 @@ use agyn_core::id::new_id;
 use agyn_core::{Caller, IdentityKind};
 use agyn_pki::{CertificateKind, PeerError};
 use agyn_runners::{
-    Enrollment, NewRunner, RunnerChanges, RunnerStatus, WorkloadChanges, WorkloadStatus,
+    Enrollment, NewRunner, NewVolume, RunnerChanges, RunnerStatus, VolumeChanges, VolumeStatus,
+    WorkloadChanges, WorkloadStatus,
 };
 use agyn_store::sqlx::{self, Row};
 use agyn_store::{Backend, on_both_backends};
@@ -369,6 +370,38 @@ async fn delete_runner_guard(backend: Backend) {
     };
     w.runners
         .update_workload(&orchestrator(), &workload.id, &stopped)
+        .await
+        .unwrap();
+    let volume = w
+        .runners
+        .create_provisioned_volume(
+            &orchestrator(),
+            &NewVolume {
+                id: new_id(),
+                volume_id: new_id(),
+                thread_id: workload.thread_id.clone(),
+                runner_id: runner.id.clone(),
+                agent_id: workload.agent_id.clone(),
+                organization_id: org.clone(),
+                size: "1Gi".into(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_error(
+        w.runners.delete_runner(&owner, &runner.id).await,
+        Code::FailedPrecondition,
+        &format!("runner has active workloads or volumes: {}", volume.id),
+    );
+    w.runners
+        .update_provisioned_volume(
+            &orchestrator(),
+            &volume.id,
+            &VolumeChanges {
+                status: Some(VolumeStatus::Failed),
+                ..VolumeChanges::default()
+            },
+        )
         .await
         .unwrap();
     w.runners.delete_runner(&owner, &runner.id).await.unwrap();

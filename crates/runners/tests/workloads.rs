@@ -441,7 +441,7 @@ async fn touch_rules(backend: Backend) {
         "a touch that keeps PROCESSING publishes nothing"
     );
 
-    // The activity sweep marks idle workloads; it lives in the
+    // The activity sweep that marks idle workloads runs in the
     // orchestrator, so the test writes its result directly.
     sqlx::query("UPDATE workloads SET agent_state = 2 WHERE id = $1")
         .bind(&workload.id)

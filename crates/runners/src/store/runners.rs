@@ -12,7 +12,7 @@ use crate::store::{Sql, cursor, enum_column, json_column};
 const COLUMNS: &str = "id, organization_id, name, status, labels, capabilities, endpoint, \
     builtin, enrolled_at, last_seen_at, created_at, updated_at";
 
-/// Which runners a list returns.
+/// Set of runners that a list returns.
 pub(crate) enum Scope<'a> {
     /// The organization's runners and every cluster runner.
     Organization(&'a str),

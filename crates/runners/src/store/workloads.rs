@@ -237,6 +237,7 @@ pub(crate) async fn list(
             sql.push(&format!(" AND thread_id = {thread}"));
         }
     }
+
     sql.and_in_text("agent_id", &filter.agent_ids);
     sql.and_in_text("runner_id", &filter.runner_ids);
     sql.and_in_text("thread_id", &filter.thread_ids);
@@ -255,6 +256,7 @@ pub(crate) async fn list(
         sql.push(&format!(" AND created_at < {before}"));
     }
     sql.push_page(sort, page);
+
     let rows = sql.query().fetch_all(&mut *connection).await?;
     let records = rows
         .iter()

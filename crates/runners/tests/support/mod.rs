@@ -37,7 +37,7 @@ pub struct Published {
 pub struct RecordedEvents(Mutex<Vec<Published>>);
 
 impl RecordedEvents {
-    /// Returns and forgets the events published so far.
+    /// Returns the events published so far and clears the record.
     pub fn take(&self) -> Vec<Published> {
         std::mem::take(&mut self.0.lock().unwrap())
     }
@@ -320,7 +320,7 @@ pub fn certificate_der(pem: &str) -> Vec<u8> {
 
 /// A runner that serves `lines` for container `agent` of any workload.
 /// With `follow` the stream stays open after the lines. `logs_gone` makes
-/// it answer `not_found`, as a runner does once it dropped the logs.
+/// it return `not_found`, as a runner does once it dropped the logs.
 #[derive(Default)]
 pub struct FixedLogsRunner {
     pub lines: Vec<&'static str>,
