@@ -223,12 +223,9 @@ impl Config {
             .or(log.level)
             .unwrap_or_else(|| "info".to_string());
         validate_log_level(&log_level)?;
-        let log_format = match args.log_format.or(log.format).as_deref() {
-            None | Some("text") => LogFormat::Text,
-            Some("json") => LogFormat::Json,
-            Some(other) => {
-                return Err(format!("invalid log format {other:?}: use text or json"));
-            }
+        let log_format = match args.log_format.or(log.format) {
+            None => LogFormat::Text,
+            Some(format) => parse_log_format(&format)?,
         };
         let tls_file = file.tls.unwrap_or_default();
         let tls = match (
@@ -347,13 +344,18 @@ fn validate_log_level(value: &str) -> Result<(), String> {
 }
 
 fn default_data_dir() -> Result<PathBuf, String> {
+    default_dir("agyn")
+}
+
+/// Returns `$XDG_DATA_HOME/<name>`, or `~/.local/share/<name>`.
+pub fn default_dir(name: &str) -> Result<PathBuf, String> {
     if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|value| !value.is_empty()) {
-        return Ok(PathBuf::from(xdg).join("agyn"));
+        return Ok(PathBuf::from(xdg).join(name));
     }
     let home = std::env::var_os("HOME")
         .filter(|value| !value.is_empty())
         .ok_or("cannot find a data directory: set --data-dir, AGYN_DATA_DIR or HOME")?;
-    Ok(PathBuf::from(home).join(".local/share/agyn"))
+    Ok(PathBuf::from(home).join(".local/share").join(name))
 }
 
 fn read_file_config(data_dir: &Path) -> Result<FileConfig, String> {
@@ -386,14 +388,30 @@ fn origin_of(url: &str) -> String {
 
 /// Installs the global `tracing` subscriber.
 pub fn init_logging(config: &Config) -> Result<(), String> {
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
-        .map_err(|error| format!("invalid log level {:?}: {error}", config.log_level))?;
+    install_logger(&config.log_level, config.log_format)
+}
+
+/// Parses a log format name: `text` or `json`.
+pub fn parse_log_format(value: &str) -> Result<LogFormat, String> {
+    match value {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        other => Err(format!("invalid log format {other:?}: use text or json")),
+    }
+}
+
+/// Installs the global `tracing` subscriber at `level` (checked as
+/// `log_level` is) in `format`.
+pub fn install_logger(level: &str, format: LogFormat) -> Result<(), String> {
+    validate_log_level(level)?;
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .map_err(|error| format!("invalid log level {level:?}: {error}"))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    let result = match config.log_format {
+    let result = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };

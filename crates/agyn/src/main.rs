@@ -1,6 +1,7 @@
 //! `agyn`: the platform binary.
 
 mod config;
+mod runner;
 mod serve;
 
 use std::process::ExitCode;
@@ -22,6 +23,8 @@ struct Cli {
 enum Command {
     /// Start every platform service in this process.
     Serve(config::ServeArgs),
+    /// Run workloads as local processes for a platform on another host.
+    Runner(runner::RunnerArgs),
 }
 
 fn main() -> ExitCode {
@@ -39,20 +42,38 @@ fn main() -> ExitCode {
                 eprintln!("agyn: {error}");
                 return ExitCode::from(2);
             }
-            let runtime = match tokio::runtime::Runtime::new() {
-                Ok(runtime) => runtime,
-                Err(error) => {
-                    eprintln!("agyn: failed to start the async runtime: {error}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match runtime.block_on(serve::run(config)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(error) => {
-                    tracing::error!(%error, "Server failed");
-                    ExitCode::FAILURE
-                }
+            run_async("Server", serve::run(config))
+        }
+        Command::Runner(args) => {
+            let logger = config::parse_log_format(&args.log_format)
+                .and_then(|format| config::install_logger(&args.log_level, format));
+            if let Err(error) = logger {
+                eprintln!("agyn: {error}");
+                return ExitCode::from(2);
             }
+            run_async("Runner", runner::run(args))
+        }
+    }
+}
+
+/// Runs `task` on a new multi-threaded runtime; a failure is logged as
+/// `<what> failed`.
+fn run_async(
+    what: &str,
+    task: impl std::future::Future<Output = Result<(), Box<dyn std::error::Error>>>,
+) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("agyn: failed to start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(task) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "{what} failed");
+            ExitCode::FAILURE
         }
     }
 }

@@ -77,6 +77,20 @@ pub async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(oidc) = config.oidc.clone() {
         platform.oidc = Some(oidc_sign_in(oidc, &users)?);
     }
+    if config.runner_builtin {
+        let runner = start_builtin_runner(&platform, &config.data_dir).await?;
+        platform.builtin_runner = Some(runner);
+    }
+    let dialer = issue_component(&pki, "runners").await?;
+    platform.connector.set_client_identity(
+        dialer.certificate_pem,
+        dialer
+            .private_key_pem
+            .ok_or("the runners certificate was issued without a key")?
+            .expose()
+            .clone(),
+        dialer.ca_certificate_pem,
+    );
     write_admin_credentials(&pki, &config.data_dir).await?;
     let public_tls = pki
         .server_config(&config.tls, agyn_pki::ClientAuth::Optional)
@@ -147,6 +161,61 @@ pub async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// Registers this host's built-in runner (once per host name) and opens
+/// its state in `<data_dir>/runner`, adopting the workloads that kept
+/// running while the process was down.
+async fn start_builtin_runner(
+    platform: &Platform,
+    data_dir: &Path,
+) -> Result<std::sync::Arc<dyn agyn_runner::Runner>, Box<dyn std::error::Error>> {
+    let name = format!("local-{}", host_name());
+    let record = platform
+        .runners
+        .ensure_builtin_runner(&name)
+        .await
+        .map_err(|error| format!("failed to register the built-in runner {name}: {error}"))?;
+    let runner = agyn_runner::LocalRunner::new(
+        data_dir.join("runner"),
+        &record.id,
+        env!("CARGO_PKG_VERSION"),
+        std::env::current_exe()?,
+    )
+    .map_err(|error| format!("failed to open the built-in runner: {error}"))?;
+    let runner: std::sync::Arc<dyn agyn_runner::Runner> = std::sync::Arc::new(runner);
+    platform
+        .connector
+        .add_local(&record.id, std::sync::Arc::clone(&runner));
+    tracing::info!(runner_id = %record.id, %name, "Built-in runner started");
+    Ok(runner)
+}
+
+/// Returns the host name, cut to what a runner name allows, or
+/// `localhost` when it cannot be read.
+fn host_name() -> String {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|name| name.trim().to_string())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".to_string());
+    name.chars().take(58).collect()
+}
+
+/// Issues a certificate with a new key to platform component `name`.
+async fn issue_component(
+    pki: &agyn_pki::Pki,
+    name: &str,
+) -> Result<agyn_pki::IssuedCertificate, Box<dyn std::error::Error>> {
+    pki.issue(
+        &agyn_pki::Subject::Component {
+            name: name.to_string(),
+        },
+        agyn_pki::KeySource::Generate,
+    )
+    .await
+    .map_err(|error| format!("failed to issue the {name} certificate: {error}").into())
+}
+
 /// Builds OIDC sign-in and fetches the issuer's keys in the background,
 /// so that an unreachable or misconfigured issuer shows in the log at
 /// start. Sign-in fetches them again on the first token if this fails.
@@ -186,7 +255,7 @@ async fn bind(
 
 /// Creates the data directory readable by its owner only. An existing
 /// directory keeps its permissions.
-fn prepare_data_dir(dir: &Path) -> Result<(), String> {
+pub fn prepare_data_dir(dir: &Path) -> Result<(), String> {
     if dir.is_dir() {
         return Ok(());
     }
@@ -251,15 +320,7 @@ async fn write_admin_credentials(
     if fresh && data_dir.join(ADMIN_KEY_FILE).exists() {
         return Ok(());
     }
-    let issued = pki
-        .issue(
-            &agyn_pki::Subject::Component {
-                name: "admin".to_string(),
-            },
-            agyn_pki::KeySource::Generate,
-        )
-        .await
-        .map_err(|error| format!("failed to issue the admin certificate: {error}"))?;
+    let issued = issue_component(pki, "admin").await?;
     let key = issued
         .private_key_pem
         .ok_or("the admin certificate was issued without a key")?;
@@ -279,7 +340,7 @@ async fn write_admin_credentials(
 
 /// Writes `contents` to `path` through a temporary file and a rename, so
 /// that readers never see a partial file.
-fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
+pub fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
     use std::io::Write as _;
     let temporary = path.with_extension("tmp");
     let mut options = std::fs::OpenOptions::new();
@@ -324,7 +385,7 @@ fn report_bootstrap(outcome: Outcome, data_dir: &Path) {
     }
 }
 
-async fn shutdown_signal() -> &'static str {
+pub async fn shutdown_signal() -> &'static str {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

@@ -36,9 +36,12 @@ const IDENTITY_HEADERS: &[&str] = &["x-workload-id", "x-organization-id"];
 const IDENTITY_HEADER_PREFIX: &str = "x-identity-";
 const REQUEST_ID: &str = "x-request-id";
 
-/// Methods that need no credential: gRPC health and reflection.
+/// Methods that need no credential: gRPC health and reflection, and
+/// runner enrollment, which authenticates by its service token.
 fn is_anonymous(path: &str) -> bool {
-    path.starts_with("/grpc.health.v1.Health/") || path.starts_with("/grpc.reflection.")
+    path.starts_with("/grpc.health.v1.Health/")
+        || path.starts_with("/grpc.reflection.")
+        || path == "/agynio.api.runners.v1.RunnersGateway/EnrollRunner"
 }
 
 #[derive(Clone)]

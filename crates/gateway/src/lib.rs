@@ -7,6 +7,7 @@
 //! the internal `<Service>Service`s.
 
 mod auth;
+pub mod connector;
 mod enroll;
 mod guard;
 mod layer;
@@ -18,6 +19,10 @@ pub mod transport;
 use std::sync::Arc;
 use std::time::Duration;
 
+use agyn_agents::service::{AgentsGatewayRpc, AgentsRpc};
+use agyn_api_agents::agynio::api::agents::v1::{
+    AGENTS_GATEWAY_SERVICE_NAME, AGENTS_SERVICE_SERVICE_NAME,
+};
 use agyn_api_authorization::agynio::api::authorization::v1::AUTHORIZATION_SERVICE_SERVICE_NAME;
 use agyn_api_chat::agynio::api::chat::v1::{CHAT_GATEWAY_SERVICE_NAME, CHAT_SERVICE_SERVICE_NAME};
 use agyn_api_identity::agynio::api::identity::v1::IDENTITY_SERVICE_SERVICE_NAME;
@@ -27,6 +32,10 @@ use agyn_api_notifications::agynio::api::notifications::v1::{
 };
 use agyn_api_organizations::agynio::api::organizations::v1::{
     ORGANIZATIONS_GATEWAY_SERVICE_NAME, ORGANIZATIONS_SERVICE_SERVICE_NAME,
+};
+use agyn_api_runner::agynio::api::runner::v1::RUNNER_SERVICE_SERVICE_NAME;
+use agyn_api_runners::agynio::api::runners::v1::{
+    RUNNERS_GATEWAY_SERVICE_NAME, RUNNERS_SERVICE_SERVICE_NAME,
 };
 use agyn_api_secrets::agynio::api::secrets::v1::{
     SECRETS_GATEWAY_SERVICE_NAME, SECRETS_SERVICE_SERVICE_NAME,
@@ -44,6 +53,7 @@ use agyn_llm::service::{LlmGatewayRpc, LlmRpc};
 use agyn_notifications::service::{NotificationsGatewayRpc, NotificationsRpc};
 use agyn_orgs::Organizations;
 use agyn_orgs::service::{OrganizationsGatewayRpc, OrganizationsRpc};
+use agyn_runners::service::{RunnersGatewayRpc, RunnersRpc};
 use agyn_secrets::service::{SecretsGatewayRpc, SecretsRpc};
 use agyn_store::Db;
 use agyn_threads::service::{ThreadsGatewayRpc, ThreadsRpc};
@@ -56,6 +66,7 @@ use http::{HeaderName, HeaderValue, Method, StatusCode};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub use auth::Authenticator;
+pub use connector::PlatformConnector;
 pub use layer::{GatewayLayer, Listener};
 
 /// Largest unary request message, after decompression.
@@ -73,6 +84,16 @@ pub struct Platform {
     pub llm: agyn_llm::Llm,
     /// Secret providers, secrets and image pull secrets.
     pub secrets: agyn_secrets::Secrets,
+    /// Agents and their configuration.
+    pub agents: agyn_agents::Agents,
+    /// The runner registry, workload records and provisioned volumes.
+    pub runners: agyn_runners::Runners,
+    /// The runner connections of this process: its built-in runner in
+    /// process, the others over mutual TLS.
+    pub connector: PlatformConnector,
+    /// The built-in runner this process hosts, served on the internal
+    /// listener; `None` when it runs none.
+    pub builtin_runner: Option<std::sync::Arc<dyn agyn_runner::Runner>>,
     /// The platform CA, which verifies client certificates.
     pub pki: agyn_pki::Pki,
     /// The notification streams and the event bus behind them.
@@ -94,19 +115,33 @@ impl Platform {
     ) -> Self {
         let users = Users::new(db.clone()).with_pki(pki.clone());
         // The organization purge runs these in its fixed step order.
+        let sink: Arc<dyn agyn_core::events::EventSink> = Arc::new(events.clone());
         let cleaners: Vec<Arc<dyn agyn_orgs::ResourceCleaner>> = vec![
+            Arc::new(agyn_agents::AgentsCleaner::new(
+                db.clone(),
+                Arc::clone(&sink),
+            )),
+            Arc::new(agyn_runners::RunnersCleaner::new(db.clone(), pki.clone())),
             Arc::new(agyn_chat::ChatCleaner::new(db.clone())),
             Arc::new(agyn_threads::ThreadsCleaner::new(db.clone())),
             Arc::new(agyn_llm::LlmCleaner::new(db.clone())),
             Arc::new(agyn_secrets::SecretsCleaner::new(db.clone())),
         ];
-        let sink: Arc<dyn agyn_core::events::EventSink> = Arc::new(events.clone());
         let orgs = Organizations::new(db.clone(), cleaners).with_events(Arc::clone(&sink));
-        let threads = agyn_threads::Threads::new(db.clone(), orgs.clone(), sink)
+        let threads = agyn_threads::Threads::new(db.clone(), orgs.clone(), Arc::clone(&sink))
             .with_post_send_hook(Arc::new(agyn_chat::SummaryHook::new(db.clone())));
         let chat = agyn_chat::Chat::new(db.clone(), threads.clone());
         let llm = agyn_llm::Llm::new(db.clone(), master_key.clone(), orgs.clone());
-        let secrets = agyn_secrets::Secrets::new(db.clone(), master_key, orgs.clone());
+        let secrets = agyn_secrets::Secrets::new(db.clone(), master_key, orgs.clone())
+            .with_references(Arc::new(agyn_agents::AgentSecretReferences::new(
+                db.clone(),
+            )));
+        let agents = agyn_agents::Agents::new(db.clone(), orgs.clone(), secrets.clone())
+            .with_events(Arc::clone(&sink));
+        let connector = PlatformConnector::default();
+        let runners = agyn_runners::Runners::new(db.clone(), orgs.clone(), pki.clone())
+            .with_events(sink)
+            .with_connector(Arc::new(connector.clone()));
         let notifications =
             agyn_notifications::Notifications::new(events, Authorizer::new(db.clone()));
         Self {
@@ -117,6 +152,10 @@ impl Platform {
             chat,
             llm,
             secrets,
+            agents,
+            runners,
+            connector,
+            builtin_runner: None,
             pki,
             notifications,
             oidc: None,
@@ -144,7 +183,9 @@ pub fn public_app(platform: &Platform) -> axum::Router {
         .add_service(Arc::new(ThreadsGatewayRpc::new(platform.threads.clone())))
         .add_service(Arc::new(ChatGatewayRpc::new(platform.chat.clone())))
         .add_service(Arc::new(LlmGatewayRpc::new(platform.llm.clone())))
-        .add_service(Arc::new(SecretsGatewayRpc::new(platform.secrets.clone())));
+        .add_service(Arc::new(SecretsGatewayRpc::new(platform.secrets.clone())))
+        .add_service(Arc::new(AgentsGatewayRpc::new(platform.agents.clone())))
+        .add_service(Arc::new(RunnersGatewayRpc::new(platform.runners.clone())));
     let rpc = rpc_service(
         Listener::Public,
         router,
@@ -156,6 +197,8 @@ pub fn public_app(platform: &Platform) -> axum::Router {
             CHAT_GATEWAY_SERVICE_NAME,
             LLM_GATEWAY_SERVICE_NAME,
             SECRETS_GATEWAY_SERVICE_NAME,
+            AGENTS_GATEWAY_SERVICE_NAME,
+            RUNNERS_GATEWAY_SERVICE_NAME,
         ],
         Some(public_service_names()),
         &[],
@@ -210,27 +253,32 @@ pub fn internal_app(platform: &Platform) -> axum::Router {
         .add_service(Arc::new(ChatRpc::new(platform.chat.clone())))
         .add_service(Arc::new(LlmRpc::new(platform.llm.clone())))
         .add_service(Arc::new(SecretsRpc::new(platform.secrets.clone())))
+        .add_service(Arc::new(AgentsRpc::new(platform.agents.clone())))
+        .add_service(Arc::new(RunnersRpc::new(platform.runners.clone())))
         .add_service(Arc::new(AuthorizationRpc::new(Authorizer::new(
             platform.db.clone(),
         ))));
-    let rpc = rpc_service(
-        Listener::Internal,
-        router,
-        &[
-            USERS_SERVICE_SERVICE_NAME,
-            IDENTITY_SERVICE_SERVICE_NAME,
-            ORGANIZATIONS_SERVICE_SERVICE_NAME,
-            NOTIFICATIONS_SERVICE_SERVICE_NAME,
-            THREADS_SERVICE_SERVICE_NAME,
-            CHAT_SERVICE_SERVICE_NAME,
-            LLM_SERVICE_SERVICE_NAME,
-            SECRETS_SERVICE_SERVICE_NAME,
-            AUTHORIZATION_SERVICE_SERVICE_NAME,
-        ],
-        None,
-        &[],
-        platform,
-    );
+    let mut healthy = vec![
+        USERS_SERVICE_SERVICE_NAME,
+        IDENTITY_SERVICE_SERVICE_NAME,
+        ORGANIZATIONS_SERVICE_SERVICE_NAME,
+        NOTIFICATIONS_SERVICE_SERVICE_NAME,
+        THREADS_SERVICE_SERVICE_NAME,
+        CHAT_SERVICE_SERVICE_NAME,
+        LLM_SERVICE_SERVICE_NAME,
+        SECRETS_SERVICE_SERVICE_NAME,
+        AGENTS_SERVICE_SERVICE_NAME,
+        RUNNERS_SERVICE_SERVICE_NAME,
+        AUTHORIZATION_SERVICE_SERVICE_NAME,
+    ];
+    let router = match &platform.builtin_runner {
+        Some(runner) => {
+            healthy.push(RUNNER_SERVICE_SERVICE_NAME);
+            router.add_service(Arc::new(agyn_runner::RunnerRpc::new(Arc::clone(runner))))
+        }
+        None => router,
+    };
+    let rpc = rpc_service(Listener::Internal, router, &healthy, None, &[], platform);
     axum::Router::new()
         .route("/healthz", get(healthz))
         .fallback_service(rpc)

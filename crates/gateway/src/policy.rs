@@ -200,6 +200,86 @@ const ALLOW_LIST: &[(&str, &[&str])] = &[
         &["organizations"],
     ),
     (
+        "/agynio.api.agents.v1.AgentsService/ResolveAgentIdentity",
+        &["gateway", "tracing", "notifications", "threads"],
+    ),
+    (
+        "/agynio.api.agents.v1.AgentsService/GetAgentBundle",
+        &["orchestrator"],
+    ),
+    (
+        "/agynio.api.agents.v1.AgentsService/GetAgent",
+        &["gateway", "orchestrator", "notifications"],
+    ),
+    (
+        "/agynio.api.agents.v1.AgentsService/CountSecretReferences",
+        &["secrets"],
+    ),
+    (
+        "/agynio.api.agents.v1.AgentsService/CountImagePullSecretReferences",
+        &["secrets"],
+    ),
+    (
+        "/agynio.api.agents.v1.AgentsService/DeleteOrganizationResources",
+        &["organizations"],
+    ),
+    (
+        "/agynio.api.runners.v1.RunnersService/CreateWorkload",
+        &["orchestrator"],
+    ),
+    (
+        "/agynio.api.runners.v1.RunnersService/UpdateWorkload",
+        &["orchestrator"],
+    ),
+    (
+        "/agynio.api.runners.v1.RunnersService/CreateProvisionedVolume",
+        &["orchestrator"],
+    ),
+    (
+        "/agynio.api.runners.v1.RunnersService/UpdateProvisionedVolume",
+        &["orchestrator"],
+    ),
+    (
+        "/agynio.api.runners.v1.RunnersService/SetRunnerStatus",
+        &["orchestrator"],
+    ),
+    (
+        "/agynio.api.runners.v1.RunnersService/ListWorkloadsInternal",
+        &["orchestrator", "chat"],
+    ),
+    (
+        "/agynio.api.runners.v1.RunnersService/ListVolumesInternal",
+        &["orchestrator"],
+    ),
+    (
+        "/agynio.api.runners.v1.RunnersService/GetRunner",
+        &["gateway", "orchestrator"],
+    ),
+    (
+        "/agynio.api.runners.v1.RunnersService/ListRunners",
+        &["gateway", "orchestrator"],
+    ),
+    (
+        "/agynio.api.runners.v1.RunnersService/GetWorkload",
+        &["gateway", "notifications"],
+    ),
+    (
+        "/agynio.api.runners.v1.RunnersService/ResolveWorkloadCredential",
+        &["gateway"],
+    ),
+    (
+        "/agynio.api.runners.v1.RunnersService/DeleteOrganizationResources",
+        &["organizations"],
+    ),
+    // The built-in runner's protocol on the internal listener: lifecycle
+    // calls come from the orchestrator, log streams from the runners
+    // service.
+    (
+        "/agynio.api.runner.v1.RunnerService/StreamWorkloadLogs",
+        &["runners"],
+    ),
+    ("/agynio.api.runner.v1.RunnerService/", &["orchestrator"]),
+    (
         "/agynio.api.notifications.v1.NotificationsService/Publish",
         &["threads", "agents", "runners", "tracing", "organizations"],
     ),
