@@ -11,8 +11,8 @@
 //! [`Agents`] contains the logic and storage, and [`service`] serves it as
 //! the internal `AgentsService` and the public `AgentsGateway`.
 //! [`AgentsCleaner`] deletes an organization's agents and volumes during
-//! the organization purge, and [`AgentSecretReferences`] tells the secrets
-//! service which envs and attachments use a secret.
+//! the organization purge, and [`AgentSecretReferences`] returns to the
+//! secrets service the envs and attachments that use a secret.
 
 #![allow(refining_impl_trait_internal, refining_impl_trait_reachable)]
 

@@ -85,7 +85,7 @@ impl Agents {
     }
 
     /// RemoveAgentRole: `can_manage_roles` on the agent. Succeeds when the
-    /// identity holds no role.
+    /// identity has no role.
     pub async fn remove_agent_role(
         &self,
         caller: &Caller,
