@@ -1,6 +1,6 @@
 //! Runner service tokens: `agynsvc_` followed by 44 base62 characters from
-//! the operating system's CSPRNG. Only the lowercase hex SHA-256 of the
-//! whole token is stored.
+//! `rand::rng()`, a CSPRNG seeded by the operating system. Only the
+//! lowercase hex SHA-256 of the whole token is stored.
 
 use agyn_core::Secret;
 use agyn_users::tokens::{SERVICE_TOKEN_PREFIX, hash};

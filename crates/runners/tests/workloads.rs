@@ -280,6 +280,44 @@ async fn one_active_workload_per_pair(backend: Backend) {
     assert_eq!(next.status, Starting);
 }
 
+async fn concurrent_updates_apply_in_turn(backend: Backend) {
+    let f = fixture(backend).await;
+    for _ in 0..6 {
+        let workload =
+            f.w.workload(&f.org, &f.runner.id, &new_id(), &new_id())
+                .await;
+        f.w.runners
+            .update_workload(&orchestrator(), &workload.id, &to(Running))
+            .await
+            .unwrap();
+        // From RUNNING both moves are allowed, but neither may follow the
+        // other, so exactly one of two concurrent updates succeeds.
+        let moves = [Failed, Stopping].map(|status| {
+            let runners = f.w.runners.clone();
+            let id = workload.id.clone();
+            tokio::spawn(async move {
+                runners
+                    .update_workload(&orchestrator(), &id, &to(status))
+                    .await
+            })
+        });
+        let mut applied = Vec::new();
+        for attempt in moves {
+            match attempt.await.unwrap() {
+                Ok(record) => applied.push(record.status),
+                Err(error) => assert_eq!(error.code(), Code::FailedPrecondition, "{error:?}"),
+            }
+        }
+        assert_eq!(applied.len(), 1, "{applied:?}");
+        let stored =
+            f.w.runners
+                .get_workload(&f.owner, &workload.id)
+                .await
+                .unwrap();
+        assert_eq!(stored.status, applied[0]);
+    }
+}
+
 async fn create_rules(backend: Backend) {
     let f = fixture(backend).await;
     let other_org = f.w.org(&f.owner, "Other").await;
@@ -943,6 +981,7 @@ on_both_backends!(
     every_transition,
     terminal_effects,
     one_active_workload_per_pair,
+    concurrent_updates_apply_in_turn,
     create_rules,
     touch_rules,
     workload_events,
