@@ -35,7 +35,9 @@ impl Runners {
         let hash = token::token_hash(service_token);
 
         let mut tx = self.db.begin_write().await?;
-        let Some((mut record, stored_hash)) = runners::by_token_hash(&mut tx, &hash).await? else {
+        let Some((mut record, stored_hash)) =
+            runners::lock_by_token_hash(&mut tx, self.db.backend(), &hash).await?
+        else {
             return Err(invalid_token());
         };
         if !token::hashes_equal(&stored_hash, &hash) {

@@ -193,7 +193,7 @@ impl Runners {
             .await?;
 
         let mut tx = self.db.begin_write().await?;
-        let mut record = runners::by_id(&mut tx, &id)
+        let mut record = runners::lock(&mut tx, self.db.backend(), &id)
             .await?
             .ok_or_else(|| Error::not_found("runner", &id))?;
         if let Some(name) = name {
@@ -234,7 +234,10 @@ impl Runners {
         self.authorize_runner_write(caller, current.organization_id.as_deref())
             .await?;
         let mut tx = self.db.begin_write().await?;
-        if runners::by_id(&mut tx, &id).await?.is_none() {
+        if runners::lock(&mut tx, self.db.backend(), &id)
+            .await?
+            .is_none()
+        {
             return Err(Error::not_found("runner", &id));
         }
         let referenced = runners::active_references(&mut tx, &id, MAX_REFERENCED_IDS).await?;
@@ -276,7 +279,7 @@ impl Runners {
         };
 
         let mut tx = self.db.begin_write().await?;
-        let mut record = runners::by_id(&mut tx, &id)
+        let mut record = runners::lock(&mut tx, self.db.backend(), &id)
             .await?
             .ok_or_else(|| Error::not_found("runner", &id))?;
         if record.status == RunnerStatus::Pending {

@@ -78,7 +78,6 @@ impl Runners {
         let org_id = parse_id("organization_id", &input.organization_id)?;
         validate::short_text("size", &input.size)?;
         self.require_active_org(&org_id).await?;
-        self.runner_or_not_found(&runner_id).await?;
 
         let now = now_micros();
         let record = VolumeRecord {
@@ -99,6 +98,8 @@ impl Runners {
             updated_at: now,
         };
         let mut tx = self.db.begin_write().await?;
+        self.lock_runner_for(&mut tx, &record.runner_id, &record.organization_id)
+            .await?;
         self.insert_volume_in(&mut tx, &record).await?;
         tx.commit().await?;
 

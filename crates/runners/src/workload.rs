@@ -199,18 +199,6 @@ impl Runners {
         }
         let new_volumes = canonical_volumes(&input.provisioned_volumes)?;
         self.require_active_org(&org_id).await?;
-        if !runner_id.is_empty() {
-            let runner = self.runner_or_not_found(&runner_id).await?;
-            if runner
-                .organization_id
-                .as_deref()
-                .is_some_and(|runner_org| runner_org != org_id)
-            {
-                return Err(Error::failed_precondition(format!(
-                    "runner {runner_id} belongs to another organization than {org_id}"
-                )));
-            }
-        }
 
         let now = now_micros();
         let record = WorkloadRecord {
@@ -262,6 +250,9 @@ impl Runners {
             .collect();
 
         let mut tx = self.db.begin_write().await?;
+        if !runner_id.is_empty() {
+            self.lock_runner_for(&mut tx, &runner_id, &org_id).await?;
+        }
         if workloads::by_id(&mut tx, &id).await?.is_some() {
             return Err(Error::already_exists(format!(
                 "workload {id} already exists"
@@ -608,6 +599,31 @@ impl Runners {
         workloads::by_id(&mut connection, id)
             .await?
             .ok_or_else(|| Error::not_found("workload", id))
+    }
+
+    /// Locks runner `runner_id` for a new workload or volume of
+    /// organization `org_id`, so that DeleteRunner cannot remove it before
+    /// the record commits. The runner must be a cluster runner or belong
+    /// to that organization.
+    pub(crate) async fn lock_runner_for(
+        &self,
+        connection: &mut agyn_store::sqlx::AnyConnection,
+        runner_id: &str,
+        org_id: &str,
+    ) -> Result<()> {
+        let runner = crate::store::runners::lock(connection, self.db.backend(), runner_id)
+            .await?
+            .ok_or_else(|| Error::not_found("runner", runner_id))?;
+        if runner
+            .organization_id
+            .as_deref()
+            .is_some_and(|runner_org| runner_org != org_id)
+        {
+            return Err(Error::failed_precondition(format!(
+                "runner {runner_id} belongs to another organization than {org_id}"
+            )));
+        }
+        Ok(())
     }
 
     async fn resolve_names(&self, records: &mut [WorkloadRecord]) -> Result<()> {

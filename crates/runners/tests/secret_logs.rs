@@ -80,7 +80,9 @@ async fn enrollment_logs_no_secrets(backend: Backend) {
     let identity: serde_json::Value =
         serde_json::from_slice(enrolled.identity_json.expose()).unwrap();
     let private_key = identity["private_key_pem"].as_str().unwrap().to_string();
-    let wrong = format!("{}x", &token[..token.len() - 1]);
+    let last = if token.ends_with('x') { 'y' } else { 'x' };
+    let wrong = format!("{}{last}", &token[..token.len() - 1]);
+    assert_ne!(wrong, token);
     let error = failure(
         w.runners
             .enroll_runner(

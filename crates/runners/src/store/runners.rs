@@ -4,10 +4,11 @@ use std::collections::BTreeMap;
 
 use agyn_core::Result;
 use agyn_core::page::Page;
+use agyn_store::Backend;
 use agyn_store::sqlx::{self, AnyConnection, Row, any::AnyRow};
 
 use crate::model::{ListSort, RunnerRecord, RunnerStatus};
-use crate::store::{Sql, cursor, enum_column, json_column};
+use crate::store::{Sql, cursor, enum_column, json_column, lock_clause};
 
 const COLUMNS: &str = "id, organization_id, name, status, labels, capabilities, endpoint, \
     builtin, enrolled_at, last_seen_at, created_at, updated_at";
@@ -81,7 +82,25 @@ pub(crate) async fn by_id(
     connection: &mut AnyConnection,
     id: &str,
 ) -> Result<Option<RunnerRecord>> {
-    let sql = format!("SELECT {COLUMNS} FROM runners WHERE id = $1");
+    select_one(connection, id, "").await
+}
+
+/// Reads runner `id` inside a write transaction, locking the row on
+/// PostgreSQL so that concurrent writes of its columns apply in turn.
+pub(crate) async fn lock(
+    connection: &mut AnyConnection,
+    backend: Backend,
+    id: &str,
+) -> Result<Option<RunnerRecord>> {
+    select_one(connection, id, lock_clause(backend)).await
+}
+
+async fn select_one(
+    connection: &mut AnyConnection,
+    id: &str,
+    lock: &str,
+) -> Result<Option<RunnerRecord>> {
+    let sql = format!("SELECT {COLUMNS} FROM runners WHERE id = $1{lock}");
     let row = sqlx::query(&sql)
         .bind(id)
         .fetch_optional(&mut *connection)
@@ -90,12 +109,15 @@ pub(crate) async fn by_id(
 }
 
 /// Returns the runner whose service token hashes to `token_hash`, with
-/// the stored hash for the constant-time comparison.
-pub(crate) async fn by_token_hash(
+/// the stored hash for the constant-time comparison, and locks its row on
+/// PostgreSQL.
+pub(crate) async fn lock_by_token_hash(
     connection: &mut AnyConnection,
+    backend: Backend,
     token_hash: &str,
 ) -> Result<Option<(RunnerRecord, String)>> {
-    let sql = format!("SELECT {COLUMNS}, token_hash FROM runners WHERE token_hash = $1");
+    let lock = lock_clause(backend);
+    let sql = format!("SELECT {COLUMNS}, token_hash FROM runners WHERE token_hash = $1{lock}");
     let row = sqlx::query(&sql)
         .bind(token_hash)
         .fetch_optional(&mut *connection)
