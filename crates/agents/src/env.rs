@@ -3,7 +3,6 @@
 //! secret-backed env stores and returns only the secret id.
 
 use agyn_core::id::{new_id, parse_id};
-use agyn_core::page::{Fingerprint, Page, SortOrder};
 use agyn_core::time::now_micros;
 use agyn_core::{Caller, Error, Result};
 
@@ -133,14 +132,15 @@ impl Agents {
         page_token: &str,
     ) -> Result<(Vec<EnvRecord>, String)> {
         let caller_id = caller.identity_id()?;
-        let target = parse_target(target)?;
-        let fingerprint = Fingerprint::new("agynio.api.agents.v1.ListEnvs")
-            .with(caller_id)
-            .with(target.type_name())
-            .with(target.id());
-        let page = Page::parse(page_size, page_token, SortOrder::Ascending, fingerprint)?;
-        let agent = self.target_agent(&target).await?;
-        self.authorize_config_read(caller_id, &agent.id).await?;
+        let (target, page) = self
+            .target_list_page(
+                caller_id,
+                "agynio.api.agents.v1.ListEnvs",
+                target,
+                page_size,
+                page_token,
+            )
+            .await?;
         let mut connection = self.db.pool().acquire().await?;
         envs::list(&mut connection, &target, &page).await
     }

@@ -2,7 +2,6 @@
 //! `can_edit_config` on the owning agent.
 
 use agyn_core::id::{new_id, parse_id};
-use agyn_core::page::{Fingerprint, Page, SortOrder};
 use agyn_core::time::now_micros;
 use agyn_core::{Caller, Error, Result};
 
@@ -99,13 +98,15 @@ impl Agents {
         page_token: &str,
     ) -> Result<(Vec<HookRecord>, String)> {
         let caller_id = caller.identity_id()?;
-        let agent_id = parse_id("agent_id", agent_id)?;
-        let fingerprint = Fingerprint::new("agynio.api.agents.v1.ListHooks")
-            .with(caller_id)
-            .with(&agent_id);
-        let page = Page::parse(page_size, page_token, SortOrder::Ascending, fingerprint)?;
-        self.agent_or_not_found(&agent_id).await?;
-        self.authorize_config_read(caller_id, &agent_id).await?;
+        let (agent_id, page) = self
+            .agent_list_page(
+                caller_id,
+                "agynio.api.agents.v1.ListHooks",
+                agent_id,
+                page_size,
+                page_token,
+            )
+            .await?;
         let mut connection = self.db.pool().acquire().await?;
         hooks::list(&mut connection, &agent_id, &page).await
     }
@@ -185,14 +186,7 @@ impl Agents {
             .target_agent(&Target::Agent(hook.agent_id.clone()))
             .await?;
         self.authorize_config_write(caller_id, &agent).await?;
-        let mut tx = self.db.begin_write().await?;
-        if !store::delete_by_id(&mut tx, "agent_hooks", &id).await? {
-            return Err(Error::not_found("hook", &id));
-        }
-        for table in store::TARGET_TABLES {
-            store::delete_by_target(&mut tx, table, &Target::Hook(id.clone())).await?;
-        }
-        self.commit_with_bump(tx, &[(agent.id, agent.organization_id)])
+        self.delete_container(&agent, "agent_hooks", &Target::Hook(id.clone()))
             .await?;
         tracing::info!(hook_id = %id, agent_id = %hook.agent_id, "Hook deleted");
         Ok(())

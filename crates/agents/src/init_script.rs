@@ -3,7 +3,6 @@
 //! scripts run in list order.
 
 use agyn_core::id::{new_id, parse_id};
-use agyn_core::page::{Fingerprint, Page, SortOrder};
 use agyn_core::time::now_micros;
 use agyn_core::{Caller, Error, Result};
 
@@ -85,14 +84,15 @@ impl Agents {
         page_token: &str,
     ) -> Result<(Vec<InitScriptRecord>, String)> {
         let caller_id = caller.identity_id()?;
-        let target = parse_target(target)?;
-        let fingerprint = Fingerprint::new("agynio.api.agents.v1.ListInitScripts")
-            .with(caller_id)
-            .with(target.type_name())
-            .with(target.id());
-        let page = Page::parse(page_size, page_token, SortOrder::Ascending, fingerprint)?;
-        let agent = self.target_agent(&target).await?;
-        self.authorize_config_read(caller_id, &agent.id).await?;
+        let (target, page) = self
+            .target_list_page(
+                caller_id,
+                "agynio.api.agents.v1.ListInitScripts",
+                target,
+                page_size,
+                page_token,
+            )
+            .await?;
         let mut connection = self.db.pool().acquire().await?;
         init_scripts::list(&mut connection, &target, &page).await
     }

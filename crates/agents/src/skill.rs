@@ -2,7 +2,6 @@
 //! `can_edit_config` on the owning agent.
 
 use agyn_core::id::{new_id, parse_id};
-use agyn_core::page::{Fingerprint, Page, SortOrder};
 use agyn_core::time::now_micros;
 use agyn_core::{Caller, Error, Result};
 
@@ -87,13 +86,15 @@ impl Agents {
         page_token: &str,
     ) -> Result<(Vec<SkillRecord>, String)> {
         let caller_id = caller.identity_id()?;
-        let agent_id = parse_id("agent_id", agent_id)?;
-        let fingerprint = Fingerprint::new("agynio.api.agents.v1.ListSkills")
-            .with(caller_id)
-            .with(&agent_id);
-        let page = Page::parse(page_size, page_token, SortOrder::Ascending, fingerprint)?;
-        self.agent_or_not_found(&agent_id).await?;
-        self.authorize_config_read(caller_id, &agent_id).await?;
+        let (agent_id, page) = self
+            .agent_list_page(
+                caller_id,
+                "agynio.api.agents.v1.ListSkills",
+                agent_id,
+                page_size,
+                page_token,
+            )
+            .await?;
         let mut connection = self.db.pool().acquire().await?;
         skills::list(&mut connection, &agent_id, &page).await
     }

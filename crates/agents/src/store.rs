@@ -22,7 +22,7 @@ pub(crate) const DELETE_BATCH: i64 = 1_000;
 /// Appends the keyset condition and order of an ascending `(created_at,
 /// id)` page to `sql`, whose last placeholder is `$<next - 1>`, and
 /// returns the number of the next placeholder.
-pub(crate) fn push_page(sql: &mut String, page: &Page, mut next: usize) -> usize {
+fn push_page(sql: &mut String, page: &Page, mut next: usize) -> usize {
     if page.after.is_some() {
         sql.push_str(&format!(
             " AND (created_at > ${next} OR (created_at = ${next} AND id > ${}))",
@@ -34,8 +34,69 @@ pub(crate) fn push_page(sql: &mut String, page: &Page, mut next: usize) -> usize
     next + 1
 }
 
+/// Reads one record from a row.
+pub(crate) type FromRow<T> = fn(&AnyRow) -> Result<T, sqlx::Error>;
+
+/// Runs `select` (`SELECT <columns> FROM <table>`) for row `id`.
+pub(crate) async fn select_by_id<T>(
+    connection: &mut AnyConnection,
+    select: &str,
+    id: &str,
+    from_row: FromRow<T>,
+) -> Result<Option<T>> {
+    let sql = format!("{select} WHERE id = $1");
+    let row = sqlx::query(&sql)
+        .bind(id)
+        .fetch_optional(&mut *connection)
+        .await?;
+    Ok(row.as_ref().map(from_row).transpose()?)
+}
+
+/// Runs `select` for every row where `column = value`, in list order.
+pub(crate) async fn select_all<T>(
+    connection: &mut AnyConnection,
+    select: &str,
+    column: &str,
+    value: &str,
+    from_row: FromRow<T>,
+) -> Result<Vec<T>> {
+    let sql = format!("{select} WHERE {column} = $1 ORDER BY created_at, id");
+    let rows = sqlx::query(&sql)
+        .bind(value)
+        .fetch_all(&mut *connection)
+        .await?;
+    Ok(rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Runs `select` for one page of the rows matching every `(column,
+/// value)` of `filters`, and returns them with the next page token.
+/// `key` returns a record's `(created_at, id)` cursor.
+pub(crate) async fn select_page<T>(
+    connection: &mut AnyConnection,
+    select: &str,
+    filters: &[(&str, &str)],
+    page: &Page,
+    from_row: FromRow<T>,
+    key: fn(&T) -> Cursor,
+) -> Result<(Vec<T>, String)> {
+    let conditions: Vec<String> = filters
+        .iter()
+        .enumerate()
+        .map(|(index, (column, _))| format!("{column} = ${}", index + 1))
+        .collect();
+    let mut sql = format!("{select} WHERE {}", conditions.join(" AND "));
+    push_page(&mut sql, page, filters.len() + 1);
+    let mut query = sqlx::query(&sql);
+    for (_, value) in filters {
+        query = query.bind(*value);
+    }
+    let rows = bind_page(query, page).fetch_all(&mut *connection).await?;
+    let records = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
+    Ok(page.finish(records, key))
+}
+
 /// Binds the page cursor and limit that [`push_page`] referenced.
-pub(crate) fn bind_page<'q>(
+fn bind_page<'q>(
     mut query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
     page: &'q Page,
 ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {

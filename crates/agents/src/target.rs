@@ -2,6 +2,7 @@
 //! checks on it, and the parent bump that ends every configuration write.
 
 use agyn_core::id::parse_id;
+use agyn_core::page::{Fingerprint, Page, SortOrder};
 use agyn_core::time::now_micros;
 use agyn_core::{Error, Result};
 use agyn_store::sqlx::{self, AnyConnection};
@@ -66,6 +67,68 @@ impl Agents {
         agent_id: &str,
     ) -> Result<()> {
         self.require(caller_id, "can_read_config", &agent_object(agent_id))
+            .await
+    }
+
+    /// Checks and authorizes a list of agent `agent_id`'s sub-resources
+    /// (`list` names the method): `not_found` for an unknown agent, then
+    /// `can_read_config`. Returns the normalized agent id and the page.
+    pub(crate) async fn agent_list_page(
+        &self,
+        caller_id: &str,
+        list: &str,
+        agent_id: &str,
+        page_size: i32,
+        page_token: &str,
+    ) -> Result<(String, Page)> {
+        let agent_id = parse_id("agent_id", agent_id)?;
+        let fingerprint = Fingerprint::new(list).with(caller_id).with(&agent_id);
+        let page = Page::parse(page_size, page_token, SortOrder::Ascending, fingerprint)?;
+        self.agent_or_not_found(&agent_id).await?;
+        self.authorize_config_read(caller_id, &agent_id).await?;
+        Ok((agent_id, page))
+    }
+
+    /// Checks and authorizes a list of one target's envs or init scripts
+    /// (`list` names the method): exactly one target, `not_found` for an
+    /// unknown target, then `can_read_config` on its agent. Returns the
+    /// normalized target and the page.
+    pub(crate) async fn target_list_page(
+        &self,
+        caller_id: &str,
+        list: &str,
+        target: Option<&Target>,
+        page_size: i32,
+        page_token: &str,
+    ) -> Result<(Target, Page)> {
+        let target = parse_target(target)?;
+        let fingerprint = Fingerprint::new(list)
+            .with(caller_id)
+            .with(target.type_name())
+            .with(target.id());
+        let page = Page::parse(page_size, page_token, SortOrder::Ascending, fingerprint)?;
+        let agent = self.target_agent(&target).await?;
+        self.authorize_config_read(caller_id, &agent.id).await?;
+        Ok((target, page))
+    }
+
+    /// Deletes the MCP server or hook `container` (a row of `table`) of
+    /// `agent` with its envs, init scripts and attachments, and bumps the
+    /// agent.
+    pub(crate) async fn delete_container(
+        &self,
+        agent: &AgentRecord,
+        table: &str,
+        container: &Target,
+    ) -> Result<()> {
+        let mut tx = self.db.begin_write().await?;
+        if !store::delete_by_id(&mut tx, table, container.id()).await? {
+            return Err(Error::not_found(container.type_name(), container.id()));
+        }
+        for items in store::TARGET_TABLES {
+            store::delete_by_target(&mut tx, items, container).await?;
+        }
+        self.commit_with_bump(tx, &[(agent.id.clone(), agent.organization_id.clone())])
             .await
     }
 

@@ -4,12 +4,19 @@ use agyn_core::Result;
 use agyn_core::page::Page;
 use agyn_store::sqlx::{self, AnyConnection, Row, any::AnyRow};
 
-use super::{bind_page, cursor, decode_error, push_page, resources_from_row, resources_json};
+use super::{cursor, decode_error, resources_from_row, resources_json, select_by_id, select_page};
 use crate::model::{AgentRecord, Availability};
 
-const COLUMNS: &str = "id, organization_id, name, nickname, role, description, availability, \
-     model, configuration, image, init_image, resources, idle_timeout_ms, capabilities, \
-     created_at, updated_at";
+macro_rules! columns {
+    () => {
+        "id, organization_id, name, nickname, role, description, availability, \
+         model, configuration, image, init_image, resources, idle_timeout_ms, capabilities, \
+         created_at, updated_at"
+    };
+}
+
+const COLUMNS: &str = columns!();
+const SELECT: &str = concat!("SELECT ", columns!(), " FROM agents");
 
 fn from_row(row: &AnyRow) -> Result<AgentRecord, sqlx::Error> {
     let availability: String = row.try_get("availability")?;
@@ -91,12 +98,7 @@ pub(crate) async fn update(connection: &mut AnyConnection, agent: &AgentRecord) 
 }
 
 pub(crate) async fn by_id(connection: &mut AnyConnection, id: &str) -> Result<Option<AgentRecord>> {
-    let sql = format!("SELECT {COLUMNS} FROM agents WHERE id = $1");
-    let row = sqlx::query(&sql)
-        .bind(id)
-        .fetch_optional(&mut *connection)
-        .await?;
-    Ok(row.as_ref().map(from_row).transpose()?)
+    select_by_id(connection, SELECT, id, from_row).await
 }
 
 /// Returns the agents among `ids` that belong to `org_id`.
@@ -124,13 +126,16 @@ pub(crate) async fn list(
     org_id: &str,
     page: &Page,
 ) -> Result<(Vec<AgentRecord>, String)> {
-    let mut sql = format!("SELECT {COLUMNS} FROM agents WHERE organization_id = $1");
-    push_page(&mut sql, page, 2);
-    let rows = bind_page(sqlx::query(&sql).bind(org_id), page)
-        .fetch_all(&mut *connection)
-        .await?;
-    let agents = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
-    Ok(page.finish(agents, |agent| cursor(agent.created_at, &agent.id)))
+    let key = |agent: &AgentRecord| cursor(agent.created_at, &agent.id);
+    select_page(
+        connection,
+        SELECT,
+        &[("organization_id", org_id)],
+        page,
+        from_row,
+        key,
+    )
+    .await
 }
 
 /// Returns up to `limit` agent ids of `org_id`.

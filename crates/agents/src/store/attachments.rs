@@ -6,7 +6,7 @@ use agyn_core::Result;
 use agyn_core::page::Page;
 use agyn_store::sqlx::{self, AnyConnection, Row, any::AnyRow};
 
-use super::{bind_page, cursor, push_page, target_from_row};
+use super::{cursor, select_all, select_by_id, select_page, target_from_row};
 use crate::model::{
     AttachmentFilter, ImagePullSecretAttachmentRecord, Target, VolumeAttachmentRecord,
 };
@@ -28,6 +28,9 @@ pub(crate) const IMAGE_PULL_SECRETS: AttachmentTable = AttachmentTable {
     table: "image_pull_secret_attachments",
     resource_column: "image_pull_secret_id",
 };
+
+const SELECT_VOLUMES: &str = "SELECT * FROM volume_attachments";
+const SELECT_IMAGE_PULLS: &str = "SELECT * FROM image_pull_secret_attachments";
 
 fn volume_from_row(row: &AnyRow) -> Result<VolumeAttachmentRecord, sqlx::Error> {
     let read_only: i64 = row.try_get("read_only")?;
@@ -127,37 +130,22 @@ pub(crate) async fn volume_by_id(
     connection: &mut AnyConnection,
     id: &str,
 ) -> Result<Option<VolumeAttachmentRecord>> {
-    let row = sqlx::query("SELECT * FROM volume_attachments WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&mut *connection)
-        .await?;
-    Ok(row.as_ref().map(volume_from_row).transpose()?)
+    select_by_id(connection, SELECT_VOLUMES, id, volume_from_row).await
 }
 
 pub(crate) async fn image_pull_by_id(
     connection: &mut AnyConnection,
     id: &str,
 ) -> Result<Option<ImagePullSecretAttachmentRecord>> {
-    let row = sqlx::query("SELECT * FROM image_pull_secret_attachments WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&mut *connection)
-        .await?;
-    Ok(row.as_ref().map(image_pull_from_row).transpose()?)
+    select_by_id(connection, SELECT_IMAGE_PULLS, id, image_pull_from_row).await
 }
 
 impl AttachmentTable {
-    /// Selects one page of rows matching every set field of `filter`.
-    async fn list_rows(
-        self,
-        connection: &mut AnyConnection,
-        filter: &AttachmentFilter,
-        page: &Page,
-    ) -> Result<Vec<AnyRow>> {
+    /// Returns the `(column, value)` conditions of `filter`.
+    fn conditions(self, filter: &AttachmentFilter) -> Vec<(&'static str, &str)> {
         let mut conditions = Vec::new();
-        let mut values = Vec::new();
         if let Some(resource_id) = &filter.resource_id {
-            values.push(resource_id.as_str());
-            conditions.push(format!("{} = ${}", self.resource_column, values.len()));
+            conditions.push((self.resource_column, resource_id.as_str()));
         }
         for (target_type, id) in [
             ("agent", &filter.agent_id),
@@ -165,26 +153,11 @@ impl AttachmentTable {
             ("hook", &filter.hook_id),
         ] {
             if let Some(id) = id {
-                values.push(target_type);
-                values.push(id.as_str());
-                conditions.push(format!(
-                    "target_type = ${} AND target_id = ${}",
-                    values.len() - 1,
-                    values.len()
-                ));
+                conditions.push(("target_type", target_type));
+                conditions.push(("target_id", id.as_str()));
             }
         }
-        let mut sql = format!(
-            "SELECT * FROM {} WHERE {}",
-            self.table,
-            conditions.join(" AND ")
-        );
-        push_page(&mut sql, page, values.len() + 1);
-        let mut query = sqlx::query(&sql);
-        for value in values {
-            query = query.bind(value);
-        }
-        Ok(bind_page(query, page).fetch_all(&mut *connection).await?)
+        conditions
     }
 
     /// Returns the ids of rows that attach `resource_id`.
@@ -233,12 +206,10 @@ pub(crate) async fn list_volumes(
     filter: &AttachmentFilter,
     page: &Page,
 ) -> Result<(Vec<VolumeAttachmentRecord>, String)> {
-    let rows = VOLUMES.list_rows(connection, filter, page).await?;
-    let records = rows
-        .iter()
-        .map(volume_from_row)
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(page.finish(records, |record| cursor(record.created_at, &record.id)))
+    let select = SELECT_VOLUMES;
+    let key = |record: &VolumeAttachmentRecord| cursor(record.created_at, &record.id);
+    let conditions = VOLUMES.conditions(filter);
+    select_page(connection, select, &conditions, page, volume_from_row, key).await
 }
 
 pub(crate) async fn list_image_pulls(
@@ -246,45 +217,45 @@ pub(crate) async fn list_image_pulls(
     filter: &AttachmentFilter,
     page: &Page,
 ) -> Result<(Vec<ImagePullSecretAttachmentRecord>, String)> {
-    let rows = IMAGE_PULL_SECRETS
-        .list_rows(connection, filter, page)
-        .await?;
-    let records = rows
-        .iter()
-        .map(image_pull_from_row)
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(page.finish(records, |record| cursor(record.created_at, &record.id)))
+    let key = |record: &ImagePullSecretAttachmentRecord| cursor(record.created_at, &record.id);
+    let conditions = IMAGE_PULL_SECRETS.conditions(filter);
+    select_page(
+        connection,
+        SELECT_IMAGE_PULLS,
+        &conditions,
+        page,
+        image_pull_from_row,
+        key,
+    )
+    .await
 }
 
 pub(crate) async fn volumes_of_agent(
     connection: &mut AnyConnection,
     agent_id: &str,
 ) -> Result<Vec<VolumeAttachmentRecord>> {
-    let rows =
-        sqlx::query("SELECT * FROM volume_attachments WHERE agent_id = $1 ORDER BY created_at, id")
-            .bind(agent_id)
-            .fetch_all(&mut *connection)
-            .await?;
-    Ok(rows
-        .iter()
-        .map(volume_from_row)
-        .collect::<Result<Vec<_>, _>>()?)
+    select_all(
+        connection,
+        SELECT_VOLUMES,
+        "agent_id",
+        agent_id,
+        volume_from_row,
+    )
+    .await
 }
 
 pub(crate) async fn image_pulls_of_agent(
     connection: &mut AnyConnection,
     agent_id: &str,
 ) -> Result<Vec<ImagePullSecretAttachmentRecord>> {
-    let rows = sqlx::query(
-        "SELECT * FROM image_pull_secret_attachments WHERE agent_id = $1 ORDER BY created_at, id",
+    select_all(
+        connection,
+        SELECT_IMAGE_PULLS,
+        "agent_id",
+        agent_id,
+        image_pull_from_row,
     )
-    .bind(agent_id)
-    .fetch_all(&mut *connection)
-    .await?;
-    Ok(rows
-        .iter()
-        .map(image_pull_from_row)
-        .collect::<Result<Vec<_>, _>>()?)
+    .await
 }
 
 /// Returns the volume attachments of `volume_id` with the agent of each.
@@ -292,16 +263,14 @@ pub(crate) async fn volume_attachments_of(
     connection: &mut AnyConnection,
     volume_id: &str,
 ) -> Result<Vec<VolumeAttachmentRecord>> {
-    let rows = sqlx::query(
-        "SELECT * FROM volume_attachments WHERE volume_id = $1 ORDER BY created_at, id",
+    select_all(
+        connection,
+        SELECT_VOLUMES,
+        "volume_id",
+        volume_id,
+        volume_from_row,
     )
-    .bind(volume_id)
-    .fetch_all(&mut *connection)
-    .await?;
-    Ok(rows
-        .iter()
-        .map(volume_from_row)
-        .collect::<Result<Vec<_>, _>>()?)
+    .await
 }
 
 /// Returns the id of a volume other than `volume_id`, attached to

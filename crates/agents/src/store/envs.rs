@@ -4,11 +4,18 @@ use agyn_core::Result;
 use agyn_core::page::Page;
 use agyn_store::sqlx::{self, AnyConnection, Row, any::AnyRow};
 
-use super::{bind_page, cursor, push_page, target_from_row};
+use super::{cursor, select_all, select_by_id, select_page, target_from_row};
 use crate::model::{EnvRecord, EnvSource, Target};
 
-const COLUMNS: &str = "id, agent_id, target_type, target_id, name, description, value, \
-     secret_id, created_at, updated_at";
+macro_rules! columns {
+    () => {
+        "id, agent_id, target_type, target_id, name, description, value, \
+         secret_id, created_at, updated_at"
+    };
+}
+
+const COLUMNS: &str = columns!();
+const SELECT: &str = concat!("SELECT ", columns!(), " FROM agent_envs");
 
 fn from_row(row: &AnyRow) -> Result<EnvRecord, sqlx::Error> {
     let value: Option<String> = row.try_get("value")?;
@@ -80,12 +87,7 @@ pub(crate) async fn update(connection: &mut AnyConnection, env: &EnvRecord) -> R
 }
 
 pub(crate) async fn by_id(connection: &mut AnyConnection, id: &str) -> Result<Option<EnvRecord>> {
-    let sql = format!("SELECT {COLUMNS} FROM agent_envs WHERE id = $1");
-    let row = sqlx::query(&sql)
-        .bind(id)
-        .fetch_optional(&mut *connection)
-        .await?;
-    Ok(row.as_ref().map(from_row).transpose()?)
+    select_by_id(connection, SELECT, id, from_row).await
 }
 
 pub(crate) async fn list(
@@ -93,13 +95,12 @@ pub(crate) async fn list(
     target: &Target,
     page: &Page,
 ) -> Result<(Vec<EnvRecord>, String)> {
-    let mut sql =
-        format!("SELECT {COLUMNS} FROM agent_envs WHERE target_type = $1 AND target_id = $2");
-    push_page(&mut sql, page, 3);
-    let query = sqlx::query(&sql).bind(target.type_name()).bind(target.id());
-    let rows = bind_page(query, page).fetch_all(&mut *connection).await?;
-    let envs = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
-    Ok(page.finish(envs, |env| cursor(env.created_at, &env.id)))
+    let filters = [
+        ("target_type", target.type_name()),
+        ("target_id", target.id()),
+    ];
+    let key = |env: &EnvRecord| cursor(env.created_at, &env.id);
+    select_page(connection, SELECT, &filters, page, from_row, key).await
 }
 
 /// Returns every env of the agent and of its MCP servers and hooks.
@@ -107,13 +108,7 @@ pub(crate) async fn all_of_agent(
     connection: &mut AnyConnection,
     agent_id: &str,
 ) -> Result<Vec<EnvRecord>> {
-    let sql =
-        format!("SELECT {COLUMNS} FROM agent_envs WHERE agent_id = $1 ORDER BY created_at, id");
-    let rows = sqlx::query(&sql)
-        .bind(agent_id)
-        .fetch_all(&mut *connection)
-        .await?;
-    Ok(rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?)
+    select_all(connection, SELECT, "agent_id", agent_id, from_row).await
 }
 
 /// Returns the ids of the envs that read secret `secret_id`.

@@ -4,11 +4,17 @@ use agyn_core::Result;
 use agyn_core::page::Page;
 use agyn_store::sqlx::{self, AnyConnection, Row, any::AnyRow};
 
-use super::{bind_page, cursor, push_page, target_from_row};
+use super::{cursor, select_all, select_by_id, select_page, target_from_row};
 use crate::model::{InitScriptRecord, Target};
 
-const COLUMNS: &str =
-    "id, agent_id, target_type, target_id, script, description, created_at, updated_at";
+macro_rules! columns {
+    () => {
+        "id, agent_id, target_type, target_id, script, description, created_at, updated_at"
+    };
+}
+
+const COLUMNS: &str = columns!();
+const SELECT: &str = concat!("SELECT ", columns!(), " FROM agent_init_scripts");
 
 fn from_row(row: &AnyRow) -> Result<InitScriptRecord, sqlx::Error> {
     Ok(InitScriptRecord {
@@ -64,12 +70,7 @@ pub(crate) async fn by_id(
     connection: &mut AnyConnection,
     id: &str,
 ) -> Result<Option<InitScriptRecord>> {
-    let sql = format!("SELECT {COLUMNS} FROM agent_init_scripts WHERE id = $1");
-    let row = sqlx::query(&sql)
-        .bind(id)
-        .fetch_optional(&mut *connection)
-        .await?;
-    Ok(row.as_ref().map(from_row).transpose()?)
+    select_by_id(connection, SELECT, id, from_row).await
 }
 
 pub(crate) async fn list(
@@ -77,26 +78,17 @@ pub(crate) async fn list(
     target: &Target,
     page: &Page,
 ) -> Result<(Vec<InitScriptRecord>, String)> {
-    let mut sql = format!(
-        "SELECT {COLUMNS} FROM agent_init_scripts WHERE target_type = $1 AND target_id = $2"
-    );
-    push_page(&mut sql, page, 3);
-    let query = sqlx::query(&sql).bind(target.type_name()).bind(target.id());
-    let rows = bind_page(query, page).fetch_all(&mut *connection).await?;
-    let scripts = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
-    Ok(page.finish(scripts, |script| cursor(script.created_at, &script.id)))
+    let filters = [
+        ("target_type", target.type_name()),
+        ("target_id", target.id()),
+    ];
+    let key = |script: &InitScriptRecord| cursor(script.created_at, &script.id);
+    select_page(connection, SELECT, &filters, page, from_row, key).await
 }
 
 pub(crate) async fn all_of_agent(
     connection: &mut AnyConnection,
     agent_id: &str,
 ) -> Result<Vec<InitScriptRecord>> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM agent_init_scripts WHERE agent_id = $1 ORDER BY created_at, id"
-    );
-    let rows = sqlx::query(&sql)
-        .bind(agent_id)
-        .fetch_all(&mut *connection)
-        .await?;
-    Ok(rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?)
+    select_all(connection, SELECT, "agent_id", agent_id, from_row).await
 }

@@ -4,11 +4,20 @@ use agyn_core::Result;
 use agyn_core::page::Page;
 use agyn_store::sqlx::{self, AnyConnection, Row, any::AnyRow};
 
-use super::{bind_page, cursor, decode_error, push_page, resources_from_row, resources_json};
+use super::{
+    cursor, decode_error, resources_from_row, resources_json, select_all, select_by_id, select_page,
+};
 use crate::model::{McpRecord, McpTransport};
 
-const COLUMNS: &str = "id, agent_id, name, description, image, command, transport, http_path, \
-     resources, tool_timeout_ms, created_at, updated_at";
+macro_rules! columns {
+    () => {
+        "id, agent_id, name, description, image, command, transport, http_path, \
+         resources, tool_timeout_ms, created_at, updated_at"
+    };
+}
+
+const COLUMNS: &str = columns!();
+const SELECT: &str = concat!("SELECT ", columns!(), " FROM agent_mcps");
 
 fn from_row(row: &AnyRow) -> Result<McpRecord, sqlx::Error> {
     let transport: String = row.try_get("transport")?;
@@ -72,12 +81,7 @@ pub(crate) async fn update(connection: &mut AnyConnection, mcp: &McpRecord) -> R
 }
 
 pub(crate) async fn by_id(connection: &mut AnyConnection, id: &str) -> Result<Option<McpRecord>> {
-    let sql = format!("SELECT {COLUMNS} FROM agent_mcps WHERE id = $1");
-    let row = sqlx::query(&sql)
-        .bind(id)
-        .fetch_optional(&mut *connection)
-        .await?;
-    Ok(row.as_ref().map(from_row).transpose()?)
+    select_by_id(connection, SELECT, id, from_row).await
 }
 
 pub(crate) async fn list(
@@ -85,13 +89,16 @@ pub(crate) async fn list(
     agent_id: &str,
     page: &Page,
 ) -> Result<(Vec<McpRecord>, String)> {
-    let mut sql = format!("SELECT {COLUMNS} FROM agent_mcps WHERE agent_id = $1");
-    push_page(&mut sql, page, 2);
-    let rows = bind_page(sqlx::query(&sql).bind(agent_id), page)
-        .fetch_all(&mut *connection)
-        .await?;
-    let mcps = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
-    Ok(page.finish(mcps, |mcp| cursor(mcp.created_at, &mcp.id)))
+    let key = |mcp: &McpRecord| cursor(mcp.created_at, &mcp.id);
+    select_page(
+        connection,
+        SELECT,
+        &[("agent_id", agent_id)],
+        page,
+        from_row,
+        key,
+    )
+    .await
 }
 
 /// Returns every MCP server of the agent, for the bundle.
@@ -99,11 +106,5 @@ pub(crate) async fn all_of_agent(
     connection: &mut AnyConnection,
     agent_id: &str,
 ) -> Result<Vec<McpRecord>> {
-    let sql =
-        format!("SELECT {COLUMNS} FROM agent_mcps WHERE agent_id = $1 ORDER BY created_at, id");
-    let rows = sqlx::query(&sql)
-        .bind(agent_id)
-        .fetch_all(&mut *connection)
-        .await?;
-    Ok(rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?)
+    select_all(connection, SELECT, "agent_id", agent_id, from_row).await
 }

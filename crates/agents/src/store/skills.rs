@@ -4,10 +4,17 @@ use agyn_core::Result;
 use agyn_core::page::Page;
 use agyn_store::sqlx::{self, AnyConnection, Row, any::AnyRow};
 
-use super::{bind_page, cursor, push_page};
+use super::{cursor, select_all, select_by_id, select_page};
 use crate::model::SkillRecord;
 
-const COLUMNS: &str = "id, agent_id, name, description, body, created_at, updated_at";
+macro_rules! columns {
+    () => {
+        "id, agent_id, name, description, body, created_at, updated_at"
+    };
+}
+
+const COLUMNS: &str = columns!();
+const SELECT: &str = concat!("SELECT ", columns!(), " FROM agent_skills");
 
 fn from_row(row: &AnyRow) -> Result<SkillRecord, sqlx::Error> {
     Ok(SkillRecord {
@@ -52,12 +59,7 @@ pub(crate) async fn update(connection: &mut AnyConnection, skill: &SkillRecord) 
 }
 
 pub(crate) async fn by_id(connection: &mut AnyConnection, id: &str) -> Result<Option<SkillRecord>> {
-    let sql = format!("SELECT {COLUMNS} FROM agent_skills WHERE id = $1");
-    let row = sqlx::query(&sql)
-        .bind(id)
-        .fetch_optional(&mut *connection)
-        .await?;
-    Ok(row.as_ref().map(from_row).transpose()?)
+    select_by_id(connection, SELECT, id, from_row).await
 }
 
 pub(crate) async fn list(
@@ -65,24 +67,21 @@ pub(crate) async fn list(
     agent_id: &str,
     page: &Page,
 ) -> Result<(Vec<SkillRecord>, String)> {
-    let mut sql = format!("SELECT {COLUMNS} FROM agent_skills WHERE agent_id = $1");
-    push_page(&mut sql, page, 2);
-    let rows = bind_page(sqlx::query(&sql).bind(agent_id), page)
-        .fetch_all(&mut *connection)
-        .await?;
-    let skills = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
-    Ok(page.finish(skills, |skill| cursor(skill.created_at, &skill.id)))
+    let key = |skill: &SkillRecord| cursor(skill.created_at, &skill.id);
+    select_page(
+        connection,
+        SELECT,
+        &[("agent_id", agent_id)],
+        page,
+        from_row,
+        key,
+    )
+    .await
 }
 
 pub(crate) async fn all_of_agent(
     connection: &mut AnyConnection,
     agent_id: &str,
 ) -> Result<Vec<SkillRecord>> {
-    let sql =
-        format!("SELECT {COLUMNS} FROM agent_skills WHERE agent_id = $1 ORDER BY created_at, id");
-    let rows = sqlx::query(&sql)
-        .bind(agent_id)
-        .fetch_all(&mut *connection)
-        .await?;
-    Ok(rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?)
+    select_all(connection, SELECT, "agent_id", agent_id, from_row).await
 }

@@ -4,11 +4,18 @@ use agyn_core::Result;
 use agyn_core::page::Page;
 use agyn_store::sqlx::{self, AnyConnection, Row, any::AnyRow};
 
-use super::{bind_page, cursor, push_page};
+use super::{cursor, select_by_id, select_page};
 use crate::model::VolumeRecord;
 
-const COLUMNS: &str = "id, organization_id, name, description, persistent, mount_path, size, \
-     ttl_ms, created_at, updated_at";
+macro_rules! columns {
+    () => {
+        "id, organization_id, name, description, persistent, mount_path, size, \
+         ttl_ms, created_at, updated_at"
+    };
+}
+
+const COLUMNS: &str = columns!();
+const SELECT: &str = concat!("SELECT ", columns!(), " FROM volumes");
 
 fn from_row(row: &AnyRow) -> Result<VolumeRecord, sqlx::Error> {
     let persistent: i64 = row.try_get("persistent")?;
@@ -66,12 +73,7 @@ pub(crate) async fn by_id(
     connection: &mut AnyConnection,
     id: &str,
 ) -> Result<Option<VolumeRecord>> {
-    let sql = format!("SELECT {COLUMNS} FROM volumes WHERE id = $1");
-    let row = sqlx::query(&sql)
-        .bind(id)
-        .fetch_optional(&mut *connection)
-        .await?;
-    Ok(row.as_ref().map(from_row).transpose()?)
+    select_by_id(connection, SELECT, id, from_row).await
 }
 
 pub(crate) async fn list(
@@ -79,13 +81,16 @@ pub(crate) async fn list(
     org_id: &str,
     page: &Page,
 ) -> Result<(Vec<VolumeRecord>, String)> {
-    let mut sql = format!("SELECT {COLUMNS} FROM volumes WHERE organization_id = $1");
-    push_page(&mut sql, page, 2);
-    let rows = bind_page(sqlx::query(&sql).bind(org_id), page)
-        .fetch_all(&mut *connection)
-        .await?;
-    let volumes = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
-    Ok(page.finish(volumes, |volume| cursor(volume.created_at, &volume.id)))
+    let key = |volume: &VolumeRecord| cursor(volume.created_at, &volume.id);
+    select_page(
+        connection,
+        SELECT,
+        &[("organization_id", org_id)],
+        page,
+        from_row,
+        key,
+    )
+    .await
 }
 
 /// Returns the volumes attached anywhere in agent `agent_id`, once each.
