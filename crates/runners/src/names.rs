@@ -45,11 +45,8 @@ fn distinct<'a>(ids: impl Iterator<Item = &'a str>) -> Vec<String> {
     ids
 }
 
-/// Reads agent names by id. Runs outside any transaction, because on
-/// PostgreSQL a failed statement would abort it.
-///
-/// NOTE: the agents service creates `agents` in its own migration. Until
-/// that table exists every agent name is empty.
+/// Reads agent names by id from the agents service's table, which this
+/// service reads only by `id` and `name`.
 async fn agent_names(
     connection: &mut AnyConnection,
     ids: &[String],
@@ -59,24 +56,9 @@ async fn agent_names(
     }
     let mut sql = Sql::new("SELECT id, name FROM agents WHERE 1 = 1");
     sql.and_in_text("id", ids);
-    match sql.query().fetch_all(&mut *connection).await {
-        Ok(rows) => Ok(rows
-            .iter()
-            .map(|row| Ok((row.try_get("id")?, row.try_get("name")?)))
-            .collect::<Result<_, sqlx::Error>>()?),
-        Err(error) if is_missing_table(&error) => Ok(HashMap::new()),
-        Err(error) => Err(error.into()),
-    }
-}
-
-/// Returns whether a query failed because its table does not exist:
-/// PostgreSQL code 42P01, or SQLite's `no such table` message.
-fn is_missing_table(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::Database(database) => {
-            database.code().as_deref() == Some("42P01")
-                || database.message().starts_with("no such table")
-        }
-        _ => false,
-    }
+    let rows = sql.query().fetch_all(&mut *connection).await?;
+    Ok(rows
+        .iter()
+        .map(|row| Ok((row.try_get("id")?, row.try_get("name")?)))
+        .collect::<Result<_, sqlx::Error>>()?)
 }

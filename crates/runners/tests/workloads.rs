@@ -540,6 +540,48 @@ async fn touch_rules(backend: Backend) {
     assert_eq!(stored.status, Failed, "a touch never resurrects a record");
 }
 
+async fn names_resolve_at_read_time(backend: Backend) {
+    let f = fixture(backend).await;
+    let agent = f.w.agent(&f.org, "Researcher").await;
+    let gone = new_id();
+    let named = f.w.workload(&f.org, &f.runner.id, &new_id(), &agent).await;
+    let orphan = f.w.workload(&f.org, &f.runner.id, &new_id(), &gone).await;
+    assert_eq!(named.agent_name, "Researcher");
+    assert_eq!(named.runner_name, "edge");
+    assert_eq!(orphan.agent_name, "", "a deleted agent has no name");
+
+    f.w.runners
+        .update_runner(
+            &f.owner,
+            &f.runner.id,
+            &agyn_runners::RunnerChanges {
+                name: Some("edge-renamed".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let (listed, _) =
+        f.w.runners
+            .list_workloads(
+                &f.owner,
+                &f.org,
+                &WorkloadFilter::default(),
+                ListSort::default(),
+                PageRequest::default(),
+            )
+            .await
+            .unwrap();
+    let names: Vec<(&str, &str)> = listed
+        .iter()
+        .map(|record| (record.runner_name.as_str(), record.agent_name.as_str()))
+        .collect();
+    assert_eq!(
+        names,
+        vec![("edge-renamed", ""), ("edge-renamed", "Researcher")]
+    );
+}
+
 async fn workload_events(backend: Backend) {
     let f = fixture(backend).await;
     let workload =
@@ -984,6 +1026,7 @@ on_both_backends!(
     concurrent_updates_apply_in_turn,
     create_rules,
     touch_rules,
+    names_resolve_at_read_time,
     workload_events,
     workload_reads,
     list_filters_sort_and_pages,

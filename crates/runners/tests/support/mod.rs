@@ -210,6 +210,28 @@ impl World {
             .0
     }
 
+    /// Inserts an agent row named `name` in `org`, with the defaults of
+    /// the agents service's schema, and returns its id.
+    pub async fn agent(&self, org: &str, name: &str) -> String {
+        let id = new_id();
+        let mut tx = self.db.begin_write().await.unwrap();
+        agyn_users::identity::register(&mut tx, &id, IdentityKind::Agent, 1)
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO agents (id, organization_id, name, availability, idle_timeout_ms, \
+             created_at, updated_at) VALUES ($1, $2, $3, 'internal', 300000, 1, 1)",
+        )
+        .bind(&id)
+        .bind(org)
+        .bind(name)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        id
+    }
+
     /// Returns `revoked_at` of certificate `serial`.
     pub async fn revoked_at(&self, serial: &str) -> Option<i64> {
         let row = sqlx::query("SELECT revoked_at FROM certificates WHERE serial = $1")
