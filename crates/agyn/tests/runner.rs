@@ -519,3 +519,130 @@ async fn standalone_runner_runs_streams_and_keeps_volumes() {
     assert!(process.data_dir.join("volumes").join(&persistent).is_dir());
     process.kill();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn builtin_runner_serves_in_process() {
+    let database_url = support::fresh_postgres_url().await;
+    let server = Server::start_with(&["--database-url".to_string(), database_url.clone()]);
+    let runners = call(&server, &format!("{RUNNERS}/ListRunners"), json!({})).await;
+    let builtin = runners["runners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|runner| runner["builtin"] == true)
+        .unwrap_or_else(|| panic!("no built-in runner in {runners}"))
+        .clone();
+    assert_eq!(builtin["status"], "RUNNER_STATUS_ENROLLED");
+    assert!(builtin["name"].as_str().unwrap().starts_with("local-"));
+    let runner_id = builtin["meta"]["id"].as_str().unwrap().to_string();
+
+    let org = call(
+        &server,
+        "agynio.api.organizations.v1.OrganizationsGateway/CreateOrganization",
+        json!({"name": "Built-in runner test"}),
+    )
+    .await["organization"]["meta"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (cert, key) = component_credential(&server, &database_url, "orchestrator").await;
+    let ca = server.admin_credentials().ca_pem;
+    let orchestrator = support::tls_client(&ca, Some((&cert, &key)));
+    let thread = agyn_core::id::new_id();
+    let agent = agyn_core::id::new_id();
+    let workload = record_workload(
+        &server,
+        &orchestrator,
+        (
+            runner_id.as_str(),
+            thread.as_str(),
+            agent.as_str(),
+            org.as_str(),
+        ),
+    )
+    .await;
+
+    // The runner protocol of the built-in runner is on the internal
+    // listener, for the orchestrator's certificate only.
+    let spec = json!({
+        "workloadId": workload,
+        "main": {"name": "agent", "command": ["/bin/sh", "-c", "echo built-in says hello; sleep 30"]},
+    });
+    let (status, body) = connect_json(
+        &orchestrator,
+        &server.internal_url(),
+        "agynio.api.runner.v1.RunnerService/StartWorkload",
+        spec.clone(),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "StartWorkload: {body}");
+    let admin = server.admin_credentials();
+    let operator = support::tls_client(&ca, Some((&admin.cert_pem, &admin.key_pem)));
+    let (status, body) = connect_json(
+        &operator,
+        &server.internal_url(),
+        "agynio.api.runner.v1.RunnerService/StartWorkload",
+        spec,
+        None,
+    )
+    .await;
+    assert_eq!(
+        status, 403,
+        "the admin component started a workload: {body}"
+    );
+
+    // The gateway relays its log from the runner in process.
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut stream = support::ConnectStream::open(
+            &client,
+            &server.base_url(),
+            &format!("{RUNNERS}/StreamWorkloadLogs"),
+            json!({"workloadId": workload, "containerName": "agent"}),
+            &server.admin_token,
+        )
+        .await;
+        let mut text = String::new();
+        while let Some(Ok(message)) = stream.next(Duration::from_secs(5)).await {
+            if let Some(data) = message["chunk"]["data"].as_str() {
+                use base64::Engine as _;
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(data)
+                    .unwrap();
+                text.push_str(&String::from_utf8_lossy(&bytes));
+            }
+        }
+        if text.contains("built-in says hello") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no log from the built-in runner: {text:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let (status, body) = connect_json(
+        &orchestrator,
+        &server.internal_url(),
+        "agynio.api.runner.v1.RunnerService/StopWorkload",
+        json!({"workloadId": workload, "timeoutSec": 2}),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "StopWorkload: {body}");
+}
+
+#[test]
+fn builtin_runner_can_be_turned_off() {
+    let server = Server::start_with(&["--runner-builtin".to_string(), "false".to_string()]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let runners = runtime.block_on(call(&server, &format!("{RUNNERS}/ListRunners"), json!({})));
+    assert_eq!(runners["runners"], json!([]), "{runners}");
+    assert!(!server.data_dir.join("runner").exists());
+}
