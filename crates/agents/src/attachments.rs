@@ -12,7 +12,7 @@ use crate::keys::CreateKey;
 use crate::model::{
     AgentRecord, AttachmentFilter, ImagePullSecretAttachmentRecord, Target, VolumeAttachmentRecord,
 };
-use crate::store::{self, attachments};
+use crate::store::{self, attachments, volumes};
 use crate::target::parse_target;
 use crate::volume::mount_path_used;
 use crate::{Agents, COMPONENT};
@@ -27,6 +27,16 @@ fn other_organization(field: &str) -> Error {
 fn volume_attached(volume_id: &str, target: &Target) -> Error {
     Error::already_exists(format!(
         "volume {volume_id} is already attached to {} {}",
+        target.type_name(),
+        target.id()
+    ))
+}
+
+/// Builds the `already_exists` error of a concurrent write that used the
+/// mount path on the target first.
+pub(crate) fn mount_path_taken(mount_path: &str, target: &Target) -> Error {
+    Error::already_exists(format!(
+        "mount_path {mount_path:?} is already used on {} {}",
         target.type_name(),
         target.id()
     ))
@@ -170,6 +180,9 @@ impl Agents {
                 .await?
                 .ok_or_else(|| Error::not_found("volume attachment", &id));
         }
+        let volume = volumes::lock_by_id(&mut tx, self.db.backend(), &volume_id)
+            .await?
+            .ok_or_else(|| Error::not_found("volume", &volume_id))?;
         if attachments::VOLUMES
             .exists(&mut tx, &volume_id, &target)
             .await?
@@ -192,8 +205,8 @@ impl Agents {
             updated_at: now,
         };
         crate::on_unique_violation(
-            attachments::insert_volume(&mut tx, &attachment).await,
-            || volume_attached(&volume_id, &target),
+            attachments::insert_volume(&mut tx, &attachment, &volume.mount_path).await,
+            || mount_path_taken(&volume.mount_path, &target),
         )?;
         key.record(&mut tx, &attachment.id).await?;
         self.commit_with_bump(tx, &[(agent.id, agent.organization_id)])

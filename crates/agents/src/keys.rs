@@ -1,7 +1,7 @@
 //! Request keys (`request_id`) of create calls: a repeat with the same key
 //! and content returns the resource that the first call created.
 
-use agyn_core::Result;
+use agyn_core::{Error, Result};
 use agyn_store::request_keys;
 use agyn_store::sqlx::AnyConnection;
 
@@ -43,9 +43,11 @@ impl<'a> CreateKey<'a> {
         .await
     }
 
-    /// Records the created id in the caller's transaction.
+    /// Records the created id in the caller's transaction. A concurrent
+    /// call that recorded the same key first fails this one with
+    /// `unavailable`, and its retry returns what that call created.
     pub(crate) async fn record(&self, connection: &mut AnyConnection, id: &str) -> Result<()> {
-        request_keys::record(
+        let recorded = request_keys::record(
             connection,
             self.scope,
             self.caller_id,
@@ -53,6 +55,12 @@ impl<'a> CreateKey<'a> {
             &self.fingerprint,
             id,
         )
-        .await
+        .await;
+        match recorded {
+            Err(error) if error.is_unique_violation() => Err(Error::unavailable(
+                "a concurrent call with the same request_id is in progress; retry the call",
+            )),
+            other => other,
+        }
     }
 }

@@ -30,6 +30,28 @@ pub(crate) fn mount_path_used(mount_path: &str, volume_id: &str) -> Error {
     ))
 }
 
+/// Builds the `failed_precondition` error (reason `REFERENCED`) of a
+/// volume delete blocked by the attachments `attachment_ids`, listing at
+/// most 50 of them by id.
+fn referenced(attachment_ids: &[String]) -> Error {
+    let mut listed: Vec<String> = attachment_ids
+        .iter()
+        .take(MAX_LISTED_ATTACHMENTS)
+        .map(|attachment_id| format!("attachment {attachment_id}"))
+        .collect();
+    if attachment_ids.len() > MAX_LISTED_ATTACHMENTS {
+        listed.push(format!(
+            "and {} more",
+            attachment_ids.len() - MAX_LISTED_ATTACHMENTS
+        ));
+    }
+    Error::failed_precondition(format!(
+        "volume is referenced by {}; remove the attachments first",
+        listed.join(", ")
+    ))
+    .with_reason("REFERENCED")
+}
+
 fn ttl(ttl_ms: i64) -> Result<i64> {
     if ttl_ms < validate::HOUR_MS {
         return Err(Error::invalid_field("ttl", "must be at least 1 h"));
@@ -192,7 +214,7 @@ impl Agents {
             .await?;
 
         let mut tx = self.db.begin_write().await?;
-        let mut volume = volumes::by_id(&mut tx, &id)
+        let mut volume = volumes::lock_by_id(&mut tx, self.db.backend(), &id)
             .await?
             .ok_or_else(|| Error::not_found("volume", &id))?;
         if let Some(size) = &changes.size {
@@ -224,6 +246,15 @@ impl Agents {
         on_unique_violation(volumes::update(&mut tx, &volume).await, || {
             name_taken(&volume.name, &volume.organization_id)
         })?;
+        on_unique_violation(
+            attachments::set_mount_path(&mut tx, &id, &volume.mount_path).await,
+            || {
+                Error::already_exists(format!(
+                    "mount_path {:?} is already used by another volume on a target of volume {id}",
+                    volume.mount_path
+                ))
+            },
+        )?;
         let bumped = agents_of(&attached, &volume.organization_id);
         self.commit_with_bump(tx, &bumped).await?;
         tracing::info!(volume_id = %volume.id, organization_id = %volume.organization_id, "Volume updated");
@@ -239,25 +270,17 @@ impl Agents {
         self.authorize_org_write(caller_id, &volume.organization_id)
             .await?;
         let mut tx = self.db.begin_write().await?;
+        if volumes::lock_by_id(&mut tx, self.db.backend(), &id)
+            .await?
+            .is_none()
+        {
+            return Err(Error::not_found("volume", &id));
+        }
         let attachment_ids = attachments::VOLUMES.ids_by_resource(&mut tx, &id).await?;
         if !attachment_ids.is_empty() {
-            let mut listed: Vec<String> = attachment_ids
-                .iter()
-                .take(MAX_LISTED_ATTACHMENTS)
-                .map(|attachment_id| format!("attachment {attachment_id}"))
-                .collect();
-            if attachment_ids.len() > MAX_LISTED_ATTACHMENTS {
-                listed.push(format!(
-                    "and {} more",
-                    attachment_ids.len() - MAX_LISTED_ATTACHMENTS
-                ));
-            }
-            return Err(Error::failed_precondition(format!(
-                "volume is referenced by {}; remove the attachments first",
-                listed.join(", ")
-            ))
-            .with_reason("REFERENCED"));
+            return Err(referenced(&attachment_ids));
         }
+
         crate::store::delete_by_id(&mut tx, "volumes", &id).await?;
         tx.commit().await?;
         tracing::info!(volume_id = %id, organization_id = %volume.organization_id, "Volume deleted");

@@ -1452,7 +1452,60 @@ async fn deleting_org_rejects_writes(backend: Backend) {
     );
 }
 
+async fn concurrent_writes_keep_rules(backend: Backend) {
+    let w = World::new(backend).await;
+    let owner = w.user("owner").await;
+    let org = w.org(&owner, "Acme").await;
+    let agent = w.agent(&owner, &org, Availability::Private).await;
+    let target = agent_target(&agent);
+    let first = w
+        .agents
+        .create_volume(&owner, &scratch_volume(&org, "first", "/data"))
+        .await
+        .unwrap();
+    let second = w
+        .agents
+        .create_volume(&owner, &scratch_volume(&org, "second", "/data"))
+        .await
+        .unwrap();
+
+    let (left, right) = tokio::join!(
+        w.agents
+            .create_volume_attachment(&owner, &first.id, Some(&target), false, ""),
+        w.agents
+            .create_volume_attachment(&owner, &second.id, Some(&target), false, ""),
+    );
+    let failures: Vec<_> = [left, right].into_iter().filter_map(Result::err).collect();
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert_eq!(failures[0].code(), Code::AlreadyExists, "{}", failures[0]);
+    assert_eq!(
+        w.count("volume_attachments", "agent_id", &agent.agent.id)
+            .await,
+        1
+    );
+
+    let input = NewAgent {
+        request_id: "same-key".into(),
+        ..new_agent(&org, Some("twin"))
+    };
+    let (left, right) = tokio::join!(
+        w.agents.create_agent(&owner, &input),
+        w.agents.create_agent(&owner, &input),
+    );
+    for result in [&left, &right] {
+        if let Err(error) = result {
+            assert!(
+                matches!(error.code(), Code::Unavailable | Code::AlreadyExists),
+                "{error}"
+            );
+        }
+    }
+    assert!(left.is_ok() || right.is_ok());
+    assert_eq!(w.count("agents", "nickname", "twin").await, 1);
+}
+
 on_both_backends!(
+    concurrent_writes_keep_rules,
     create_writes_identity_and_tuples,
     create_validates_fields,
     nickname_conflict_leaves_nothing,

@@ -139,17 +139,21 @@ CREATE TABLE volumes (
 CREATE INDEX volumes_by_org ON volumes (organization_id, created_at, id);
 
 -- An attached volume cannot be deleted, so `volume_id` has no ON DELETE
--- action. `read_only` is 0 or 1.
+-- action. `read_only` is 0 or 1. `mount_path` is a copy of the volume's,
+-- kept equal by UpdateVolume, so that the database rejects two volumes
+-- with one mount path on a target even under concurrent writes.
 CREATE TABLE volume_attachments (
     id          TEXT PRIMARY KEY,
     volume_id   TEXT NOT NULL REFERENCES volumes (id),
     agent_id    TEXT NOT NULL REFERENCES agents (id) ON DELETE CASCADE,
     target_type TEXT NOT NULL,
     target_id   TEXT NOT NULL,
+    mount_path  TEXT NOT NULL,
     read_only   BIGINT NOT NULL,
     created_at  BIGINT NOT NULL,
     updated_at  BIGINT NOT NULL,
-    UNIQUE (volume_id, target_type, target_id)
+    UNIQUE (volume_id, target_type, target_id),
+    UNIQUE (target_type, target_id, mount_path)
 );
 
 CREATE INDEX volume_attachments_by_target ON volume_attachments (target_type, target_id, created_at, id);

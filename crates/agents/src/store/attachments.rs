@@ -56,24 +56,42 @@ fn image_pull_from_row(row: &AnyRow) -> Result<ImagePullSecretAttachmentRecord, 
     })
 }
 
+/// Inserts `attachment` of a volume whose mount path is `mount_path`.
 pub(crate) async fn insert_volume(
     connection: &mut AnyConnection,
     attachment: &VolumeAttachmentRecord,
+    mount_path: &str,
 ) -> Result<()> {
     sqlx::query(
         "INSERT INTO volume_attachments (id, volume_id, agent_id, target_type, target_id, \
-         read_only, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+         mount_path, read_only, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(&attachment.id)
     .bind(&attachment.volume_id)
     .bind(&attachment.agent_id)
     .bind(attachment.target.type_name())
     .bind(attachment.target.id())
+    .bind(mount_path)
     .bind(i64::from(attachment.read_only))
     .bind(attachment.created_at)
     .bind(attachment.updated_at)
     .execute(&mut *connection)
     .await?;
+    Ok(())
+}
+
+/// Copies a volume's new mount path to its attachments.
+pub(crate) async fn set_mount_path(
+    connection: &mut AnyConnection,
+    volume_id: &str,
+    mount_path: &str,
+) -> Result<()> {
+    sqlx::query("UPDATE volume_attachments SET mount_path = $2 WHERE volume_id = $1")
+        .bind(volume_id)
+        .bind(mount_path)
+        .execute(&mut *connection)
+        .await?;
     Ok(())
 }
 
@@ -282,8 +300,8 @@ pub(crate) async fn mount_path_user(
     volume_id: &str,
 ) -> Result<Option<String>> {
     let row = sqlx::query(
-        "SELECT v.id AS id FROM volume_attachments a JOIN volumes v ON v.id = a.volume_id \
-         WHERE a.target_type = $1 AND a.target_id = $2 AND v.mount_path = $3 AND v.id <> $4",
+        "SELECT volume_id FROM volume_attachments \
+         WHERE target_type = $1 AND target_id = $2 AND mount_path = $3 AND volume_id <> $4",
     )
     .bind(target.type_name())
     .bind(target.id())
@@ -291,5 +309,5 @@ pub(crate) async fn mount_path_user(
     .bind(volume_id)
     .fetch_optional(&mut *connection)
     .await?;
-    Ok(row.map(|row| row.try_get("id")).transpose()?)
+    Ok(row.map(|row| row.try_get("volume_id")).transpose()?)
 }

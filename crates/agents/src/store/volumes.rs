@@ -2,6 +2,7 @@
 
 use agyn_core::Result;
 use agyn_core::page::Page;
+use agyn_store::Backend;
 use agyn_store::sqlx::{self, AnyConnection, Row, any::AnyRow};
 
 use super::{cursor, select_by_id, select_page};
@@ -74,6 +75,30 @@ pub(crate) async fn by_id(
     id: &str,
 ) -> Result<Option<VolumeRecord>> {
     select_by_id(connection, SELECT, id, from_row).await
+}
+
+/// Reads volume `id` for a write that depends on its mount path. On
+/// PostgreSQL the row stays locked until the transaction ends, so that
+/// UpdateVolume and new attachments of the volume run one at a time.
+/// SQLite write transactions are serialized already.
+pub(crate) async fn lock_by_id(
+    connection: &mut AnyConnection,
+    backend: Backend,
+    id: &str,
+) -> Result<Option<VolumeRecord>> {
+    let select = match backend {
+        Backend::Postgres => concat!(
+            "SELECT ",
+            columns!(),
+            " FROM volumes WHERE id = $1 FOR UPDATE"
+        ),
+        Backend::Sqlite => concat!("SELECT ", columns!(), " FROM volumes WHERE id = $1"),
+    };
+    let row = sqlx::query(select)
+        .bind(id)
+        .fetch_optional(&mut *connection)
+        .await?;
+    Ok(row.as_ref().map(from_row).transpose()?)
 }
 
 pub(crate) async fn list(
