@@ -210,14 +210,14 @@ impl Runners {
         }
         record.updated_at = now_micros().max(record.updated_at);
         let written = runners::update(&mut tx, &record).await;
-        let taken = || name_taken(&record.name, record.organization_id.as_deref());
+        let name_in_use = || name_taken(&record.name, record.organization_id.as_deref());
         match written {
-            Err(error) if error.is_unique_violation() => return Err(taken()),
+            Err(error) if error.is_unique_violation() => return Err(name_in_use()),
             other => other?,
         }
         match tx.commit().await {
             Ok(()) => {}
-            Err(error) if agyn_store::is_unique_violation(&error) => return Err(taken()),
+            Err(error) if agyn_store::is_unique_violation(&error) => return Err(name_in_use()),
             Err(error) => return Err(error.into()),
         }
         tracing::info!(runner_id = %record.id, "Runner updated");

@@ -14,7 +14,7 @@ use crate::model::{
 use crate::store::sort_order;
 use crate::store::volumes::{self, Scope};
 use crate::workload::{caller_key, parse_ids};
-use crate::{Runners, no_fields, optional_org, require_component, validate};
+use crate::{Runners, names, no_fields, optional_org, require_component, validate};
 
 /// Validates a volume filter and returns it with canonical ids.
 fn canonical_filter(filter: &VolumeFilter) -> Result<VolumeFilter> {
@@ -111,7 +111,7 @@ impl Runners {
             "Provisioned volume created"
         );
         self.publish_volume(&record);
-        Ok(record)
+        self.with_volume_name(record).await
     }
 
     /// UpdateProvisionedVolume: orchestrator only. PROVISIONING may become
@@ -180,7 +180,7 @@ impl Runners {
             );
             self.publish_volume(&record);
         }
-        Ok(record)
+        self.with_volume_name(record).await
     }
 
     /// GetVolume: `not_found` first, then `can_view_volumes` on the
@@ -200,7 +200,7 @@ impl Runners {
             None,
         )
         .await?;
-        Ok(record)
+        self.with_volume_name(record).await
     }
 
     /// ListVolumes: `can_view_volumes` on the organization.
@@ -277,9 +277,6 @@ impl Runners {
             .await
     }
 
-    /// NOTE: `volume_name` and `attachments` stay empty, because the volume
-    /// definitions and their attachments live in the agents service,
-    /// whose tables this service does not read yet.
     async fn list_volumes_in(
         &self,
         scope: Scope<'_>,
@@ -288,7 +285,18 @@ impl Runners {
         page: &Page,
     ) -> Result<(Vec<VolumeRecord>, String)> {
         let mut connection = self.db.pool().acquire().await?;
-        volumes::list(&mut connection, scope, filter, sort, page).await
+        let (mut records, token) =
+            volumes::list(&mut connection, scope, filter, sort, page).await?;
+        names::resolve_volumes(&mut connection, &mut records).await?;
+        Ok((records, token))
+    }
+
+    async fn with_volume_name(&self, record: VolumeRecord) -> Result<VolumeRecord> {
+        let mut records = [record];
+        let mut connection = self.db.pool().acquire().await?;
+        names::resolve_volumes(&mut connection, &mut records).await?;
+        let [record] = records;
+        Ok(record)
     }
 
     /// Inserts a provisioned volume inside `connection`'s transaction. A
@@ -305,7 +313,7 @@ impl Runners {
                 record.id
             )));
         }
-        let taken = || {
+        let pair_in_use = || {
             Error::already_exists(format!(
                 "thread {} already has a non-terminal provisioned volume of volume {}",
                 record.thread_id, record.volume_id
@@ -315,10 +323,10 @@ impl Runners {
             .await?
             .is_some()
         {
-            return Err(taken());
+            return Err(pair_in_use());
         }
         match volumes::insert(connection, record).await {
-            Err(error) if error.is_unique_violation() => Err(taken()),
+            Err(error) if error.is_unique_violation() => Err(pair_in_use()),
             other => other,
         }
     }

@@ -297,6 +297,9 @@ impl Runners {
         let mut records = [record];
         self.resolve_names(&mut records).await?;
         let [record] = records;
+        let mut volume_records = volume_records;
+        let mut connection = self.db.pool().acquire().await?;
+        names::resolve_volumes(&mut connection, &mut volume_records).await?;
         Ok((record, volume_records))
     }
 

@@ -113,7 +113,7 @@ async fn volume_records(backend: Backend) {
     let (runner, _) = w.runner(&owner, &org, "edge").await;
     let thread = new_id();
     w.join_thread(&thread, &participant).await;
-    let definition = new_id();
+    let definition = w.volume_definition(&org, "workspace").await;
 
     let input = new_volume(&org, &runner, &thread, &definition);
     let volume = w
@@ -124,6 +124,7 @@ async fn volume_records(backend: Backend) {
     assert_eq!(volume.status, Provisioning);
     assert_eq!(volume.persistent_name, format!("agyn-vol-{}", volume.id));
     assert_eq!(volume.size, "10Gi");
+    assert_eq!(volume.volume_name, "workspace");
     let events = w.events.take();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].event, "volume.updated");
@@ -232,6 +233,11 @@ async fn volume_records(backend: Backend) {
         .unwrap();
     let ids: Vec<&str> = by_thread.iter().map(|record| record.id.as_str()).collect();
     assert_eq!(ids, vec![second.id.as_str(), volume.id.as_str()]);
+    assert!(
+        by_thread
+            .iter()
+            .all(|record| record.volume_name == "workspace")
+    );
     assert_eq!(
         failure(
             w.runners

@@ -251,20 +251,3 @@ pub(crate) async fn organization_batch(
         .map(|row| row.try_get("id"))
         .collect::<Result<_, _>>()?)
 }
-
-/// Returns the names of the runners in `ids` that exist.
-pub(crate) async fn names(
-    connection: &mut AnyConnection,
-    ids: &[String],
-) -> Result<Vec<(String, String)>> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut sql = Sql::new("SELECT id, name FROM runners WHERE 1 = 1");
-    sql.and_in_text("id", ids);
-    let rows = sql.query().fetch_all(&mut *connection).await?;
-    Ok(rows
-        .iter()
-        .map(|row| Ok((row.try_get("id")?, row.try_get("name")?)))
-        .collect::<Result<_, sqlx::Error>>()?)
-}

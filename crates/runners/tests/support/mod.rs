@@ -232,6 +232,23 @@ impl World {
         id
     }
 
+    /// Inserts a persistent volume definition named `name` in `org`, with
+    /// the defaults of the agents service's schema, and returns its id.
+    pub async fn volume_definition(&self, org: &str, name: &str) -> String {
+        let id = new_id();
+        sqlx::query(
+            "INSERT INTO volumes (id, organization_id, name, persistent, mount_path, \
+             created_at, updated_at) VALUES ($1, $2, $3, 1, '/data', 1, 1)",
+        )
+        .bind(&id)
+        .bind(org)
+        .bind(name)
+        .execute(self.db.pool())
+        .await
+        .unwrap();
+        id
+    }
+
     /// Returns `revoked_at` of certificate `serial`.
     pub async fn revoked_at(&self, serial: &str) -> Option<i64> {
         let row = sqlx::query("SELECT revoked_at FROM certificates WHERE serial = $1")
