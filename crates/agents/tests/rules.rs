@@ -5,8 +5,8 @@ mod support;
 
 use agyn_agents::{
     AgentChanges, AgentRole, AttachmentFilter, Availability, EnvChanges, EnvSource, HookChanges,
-    HookEvent, InitScriptChanges, McpChanges, NewAgent, NewEnv, NewHook, NewInitScript, NewMcp,
-    NewSkill, NewVolume, SkillChanges, Target, VolumeChanges, agent_object,
+    HookEvent, InitScriptChanges, McpChanges, McpTransport, NewAgent, NewEnv, NewHook,
+    NewInitScript, NewMcp, NewSkill, NewVolume, SkillChanges, Target, VolumeChanges, agent_object,
 };
 use agyn_authz::{Authorizer, ObjectRef};
 use agyn_core::error::Code;
@@ -1504,7 +1504,178 @@ async fn concurrent_writes_keep_rules(backend: Backend) {
     assert_eq!(w.count("agents", "nickname", "twin").await, 1);
 }
 
+async fn sub_resource_defaults_and_limits(backend: Backend) {
+    let w = World::new(backend).await;
+    let owner = w.user("owner").await;
+    let org = w.org(&owner, "Acme").await;
+    let agent = w.agent(&owner, &org, Availability::Private).await;
+    let agent_id = agent.agent.id.clone();
+
+    let server = w
+        .agents
+        .create_mcp(&owner, &mcp(&agent_id, "tools"))
+        .await
+        .unwrap();
+    assert_eq!(server.transport, McpTransport::Http);
+    assert_eq!(server.http_path, "/mcp");
+    assert_eq!(server.tool_timeout_ms, 120_000);
+    for (input, message) in [
+        (
+            mcp(&agent_id, "Tools"),
+            "name: must match ^[a-z][a-z0-9_]{0,62}$",
+        ),
+        (
+            NewMcp {
+                command: String::new(),
+                ..mcp(&agent_id, "empty")
+            },
+            "command: must not be empty",
+        ),
+        (
+            NewMcp {
+                http_path: Some("mcp".into()),
+                ..mcp(&agent_id, "path")
+            },
+            "http_path: must start with /",
+        ),
+        (
+            NewMcp {
+                tool_timeout_ms: Some(2 * 3_600_000),
+                ..mcp(&agent_id, "slow")
+            },
+            "tool_timeout: must be between 1 s and 1 h",
+        ),
+    ] {
+        assert_error(
+            w.agents.create_mcp(&owner, &input).await,
+            Code::InvalidArgument,
+            message,
+        );
+    }
+    assert_error(
+        w.agents
+            .update_mcp(&owner, &server.id, &McpChanges::default())
+            .await,
+        Code::InvalidArgument,
+        "no fields to update",
+    );
+
+    let hook = NewHook {
+        agent_id: agent_id.clone(),
+        event: Some(HookEvent::TurnStart),
+        function: "echo start".into(),
+        ..Default::default()
+    };
+    let created = w.agents.create_hook(&owner, &hook).await.unwrap();
+    assert_eq!(created.timeout_ms, 60_000);
+    let no_event = NewHook {
+        event: None,
+        ..hook.clone()
+    };
+    assert_error(
+        w.agents.create_hook(&owner, &no_event).await,
+        Code::InvalidArgument,
+        "event: must be WORKLOAD_START, TURN_START, TURN_END or WORKLOAD_STOP",
+    );
+    let too_long = HookChanges {
+        timeout_ms: Some(601_000),
+        ..Default::default()
+    };
+    assert_error(
+        w.agents.update_hook(&owner, &created.id, &too_long).await,
+        Code::InvalidArgument,
+        "timeout: must be between 1 s and 600 s",
+    );
+
+    let skill = NewSkill {
+        agent_id: agent_id.clone(),
+        name: "Style".into(),
+        body: "x".repeat(256 * 1024 + 1),
+        ..Default::default()
+    };
+    assert_error(
+        w.agents.create_skill(&owner, &skill).await,
+        Code::InvalidArgument,
+        "body: must be at most 262144 bytes",
+    );
+    let script = NewInitScript {
+        target: Some(agent_target(&agent)),
+        script: String::new(),
+        description: String::new(),
+        request_id: String::new(),
+    };
+    assert_error(
+        w.agents.create_init_script(&owner, &script).await,
+        Code::InvalidArgument,
+        "script: must not be empty",
+    );
+    let env = env_value(agent_target(&agent), "BIG", &"v".repeat(32 * 1024 + 1));
+    assert_error(
+        w.agents.create_env(&owner, &env).await,
+        Code::InvalidArgument,
+        "value: must be at most 32768 bytes",
+    );
+}
+
+async fn lists_page_in_creation_order(backend: Backend) {
+    let w = World::new(backend).await;
+    let owner = w.user("owner").await;
+    let org = w.org(&owner, "Acme").await;
+    let agent = w.agent(&owner, &org, Availability::Private).await;
+    let mut created = Vec::new();
+    for index in 0..3 {
+        let script = NewInitScript {
+            target: Some(agent_target(&agent)),
+            script: format!("echo {index}"),
+            description: String::new(),
+            request_id: String::new(),
+        };
+        created.push(
+            w.agents
+                .create_init_script(&owner, &script)
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+
+    let mut listed = Vec::new();
+    let mut token = String::new();
+    loop {
+        let (page, next) = w
+            .agents
+            .list_init_scripts(&owner, Some(&agent_target(&agent)), 2, &token)
+            .await
+            .unwrap();
+        assert!(page.len() <= 2);
+        listed.extend(page.into_iter().map(|script| script.id));
+        if next.is_empty() {
+            break;
+        }
+        token = next;
+    }
+    assert_eq!(listed, created);
+
+    let other = w.agent(&owner, &org, Availability::Private).await;
+    let (first, token) = w.agents.list_agents(&owner, &org, 1, "").await.unwrap();
+    assert_eq!(first[0].agent.id, agent.agent.id);
+    assert!(!token.is_empty());
+    let (second, last) = w.agents.list_agents(&owner, &org, 1, &token).await.unwrap();
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].agent.id, other.agent.id);
+    assert!(last.is_empty());
+    let error = assert_code(
+        w.agents
+            .list_init_scripts(&owner, Some(&agent_target(&agent)), 2, &token)
+            .await,
+        Code::InvalidArgument,
+    );
+    assert_eq!(error.reason(), Some("PAGE_TOKEN_INVALID"));
+}
+
 on_both_backends!(
+    sub_resource_defaults_and_limits,
+    lists_page_in_creation_order,
     concurrent_writes_keep_rules,
     create_writes_identity_and_tuples,
     create_validates_fields,
