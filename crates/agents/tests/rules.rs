@@ -990,6 +990,7 @@ async fn reserved_env_names_rejected(backend: Backend) {
             &format!("name: {name} is reserved for the platform; choose another name"),
         );
     }
+
     assert_code(
         w.agents
             .create_env(&owner, &env_value(agent_target(&agent), "9LIVES", "x"))
@@ -1001,6 +1002,7 @@ async fn reserved_env_names_rejected(backend: Backend) {
         .create_env(&owner, &env_value(agent_target(&agent), "AGENTS_HOME", "x"))
         .await
         .unwrap();
+
     let rename = EnvChanges {
         name: Some("AGYN_HOME".into()),
         ..Default::default()
@@ -1019,6 +1021,7 @@ async fn reserved_env_names_rejected(backend: Backend) {
         Code::InvalidArgument,
         "value and secret_id are exclusive; set at most one",
     );
+
     assert_error(
         w.agents.list_envs(&owner, None, 0, "").await,
         Code::InvalidArgument,
