@@ -47,6 +47,9 @@ const SCRIPTS: &[Script] = &[
     ),
     (9, "agents", include_str!("../migrations/0009_agents.sql")),
     (10, "runners", include_str!("../migrations/0010_runners.sql")),
+    (11, "files", include_str!("../migrations/0011_files.sql")),
+    (12, "tracing", include_str!("../migrations/0012_tracing.sql")),
+    (13, "apps", include_str!("../migrations/0013_apps.sql")),
 ];
 
 #[derive(Debug)]

@@ -1,0 +1,1 @@
+//! Apps: app identities, their installations in organizations and the app proxy.

@@ -1,0 +1,1 @@
+//! Files: uploaded blobs, their metadata and signed download links.

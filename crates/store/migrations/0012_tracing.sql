@@ -1,0 +1,3 @@
+-- tracing
+CREATE TABLE tracing_placeholder (id TEXT PRIMARY KEY);
+DROP TABLE tracing_placeholder;

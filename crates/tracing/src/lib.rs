@@ -1,0 +1,1 @@
+//! Tracing: OpenTelemetry spans from agent workloads, queried per run.
