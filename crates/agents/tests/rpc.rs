@@ -370,7 +370,74 @@ async fn internal_methods_reject_identities(backend: Backend) {
     assert_eq!(unauthenticated.code, ErrorCode::Unauthenticated);
 }
 
+async fn roles_over_gateway(backend: Backend) {
+    let w = World::new(backend).await;
+    let server = Server::start(&w).await;
+    let owner = w.user("owner").await;
+    let member = w.user("member").await;
+    let org = w.org(&owner, "Acme").await;
+    w.join(&org, &owner, &member).await;
+    let agent = w.agent(&owner, &org, Availability::Private).await;
+    let gateway = server.gateway();
+
+    let set = gateway
+        .set_agent_role_with_options(
+            pb::SetAgentRoleRequest {
+                agent_id: agent.agent.id.clone(),
+                identity_id: id(&member),
+                role: pb::AgentRole::AGENT_ROLE_MAINTAINER.into(),
+                ..Default::default()
+            },
+            as_user(&owner),
+        )
+        .await
+        .unwrap()
+        .into_owned();
+    let set = json(&set);
+    assert_eq!(set["assignment"]["role"], "AGENT_ROLE_MAINTAINER");
+    assert_eq!(set["assignment"]["identityType"], "IDENTITY_TYPE_USER");
+
+    let mine = gateway
+        .list_my_agent_roles_with_options(
+            pb::ListMyAgentRolesRequest {
+                organization_id: org.clone(),
+                ..Default::default()
+            },
+            as_user(&member),
+        )
+        .await
+        .unwrap()
+        .into_owned();
+    assert_eq!(mine.assignments.len(), 1);
+    assert_eq!(mine.assignments[0].agent_id, agent.agent.id);
+
+    let unspecified = gateway
+        .set_agent_role_with_options(
+            pb::SetAgentRoleRequest {
+                agent_id: agent.agent.id.clone(),
+                identity_id: id(&member),
+                ..Default::default()
+            },
+            as_user(&owner),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(unspecified.code, ErrorCode::InvalidArgument);
+    let denied = gateway
+        .list_agent_roles_with_options(
+            pb::ListAgentRolesRequest {
+                agent_id: agent.agent.id.clone(),
+                ..Default::default()
+            },
+            as_user(&member),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code, ErrorCode::PermissionDenied);
+}
+
 on_both_backends!(
+    roles_over_gateway,
     gateway_redacts_configuration,
     env_secret_values_never_returned,
     agent_workload_reads_own_config,
