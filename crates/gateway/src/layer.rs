@@ -223,8 +223,9 @@ impl Shared {
                 "component certificates are accepted only on the internal listener",
             ));
         };
-        // NOTE: workload certificates are not checked against the
-        // workload's state yet; runners and workloads are not built.
+        // A workload certificate needs no state check here: the runners
+        // service revokes it when the workload becomes terminal, and
+        // verification reads revocations within PEER_CACHE_TTL.
         if let Some(device_id) = &peer.device_id {
             self.users.device_seen(device_id);
         }
