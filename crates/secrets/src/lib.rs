@@ -58,9 +58,8 @@ pub struct Secrets {
     orgs: Organizations,
     authorizer: Authorizer,
     vault: vault::VaultClient,
-    /// NOTE: unset until the agents service exists. Without it nothing
-    /// can reference a secret or an image pull secret, so deletes skip the
-    /// check.
+    /// Who references secrets and image pull secrets (the agents
+    /// service); deletes skip the check when it is unset.
     references: Option<Arc<dyn SecretReferences>>,
 }
 
