@@ -3,7 +3,7 @@
 
 mod support;
 
-use agyn_api_agents::agynio::api::agents::v1::{AgentsGatewayClient, GetAgentRequest};
+use agyn_api_apps::agynio::api::apps::v1::{AppsGatewayClient, GetAppRequest};
 use agyn_api_users::agynio::api::users::v1::{
     ClusterRole, CreateAPITokenRequest, GetMeRequest, ListAPITokensRequest, RevokeAPITokenRequest,
     UsersServiceClient,
@@ -147,18 +147,18 @@ async fn token_lists_page_over_the_wire() {
 async fn unbuilt_and_internal_methods() {
     let server = Server::start();
     let uri: http::Uri = server.base_url().parse().unwrap();
-    let agents = AgentsGatewayClient::new(
+    let apps = AppsGatewayClient::new(
         HttpClient::plaintext_http2_only(),
         ClientConfig::new(uri.clone()).with_protocol(Protocol::Grpc),
     );
-    let error = agents
-        .get_agent_with_options(GetAgentRequest::default(), bearer(&server.admin_token))
+    let error = apps
+        .get_app_with_options(GetAppRequest::default(), bearer(&server.admin_token))
         .await
         .unwrap_err();
     assert_eq!(error.code, ErrorCode::Unimplemented);
     assert_eq!(
         error.message.as_deref(),
-        Some("agynio.api.agents.v1.AgentsGateway/GetAgent is not implemented yet")
+        Some("agynio.api.apps.v1.AppsGateway/GetApp is not implemented yet")
     );
 
     // Internal services are not routed on the public listener.
