@@ -210,6 +210,26 @@ impl MasterKey {
             .map_err(|_| OpenError)?;
         Ok(plaintext.to_vec())
     }
+
+    /// Derives a 32-byte key for `purpose` (such as `files.download`) with
+    /// HKDF-SHA256, so each use of the master key gets its own key and
+    /// every replica with the same master key derives the same one.
+    pub fn derive_key(&self, purpose: &str) -> agyn_core::Secret<[u8; 32]> {
+        struct Len32;
+        impl ring::hkdf::KeyType for Len32 {
+            fn len(&self) -> usize {
+                32
+            }
+        }
+        let salt = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, b"agyn master key");
+        let info = [purpose.as_bytes()];
+        let mut derived = [0u8; 32];
+        salt.extract(&self.bytes)
+            .expand(&info, Len32)
+            .and_then(|okm| okm.fill(&mut derived))
+            .expect("32 bytes is a valid HKDF-SHA256 output length");
+        agyn_core::Secret::new(derived)
+    }
 }
 
 impl fmt::Debug for MasterKey {
@@ -229,6 +249,17 @@ mod tests {
         assert_eq!(sealed[0], SEAL_VERSION);
         assert_eq!(sealed.len(), 1 + NONCE_LEN + 12 + TAG_LEN);
         assert_eq!(key.open(&sealed, b"row 1").unwrap(), b"secret value");
+    }
+
+    #[test]
+    fn derived_keys_depend_on_key_and_purpose() {
+        let key = MasterKey::generate();
+        let download = key.derive_key("files.download");
+        assert_eq!(download.expose(), key.derive_key("files.download").expose());
+        assert_ne!(download.expose(), key.derive_key("other").expose());
+        let other = MasterKey::generate();
+        assert_ne!(download.expose(), other.derive_key("files.download").expose());
+        assert_ne!(download.expose(), &key.bytes);
     }
 
     #[test]
