@@ -8,8 +8,7 @@
 //! [`rows`] and its name to [`COVERED_SERVICES`]; the completeness check
 //! fails while a method of a covered service has no row.
 
-use std::sync::Arc;
-
+use agyn_api_runners::agynio::api::runners::v1 as runners_pb;
 use agyn_core::{Caller, CredentialKind, IdentityKind};
 use agyn_gateway::Platform;
 use agyn_orgs::Organizations;
@@ -17,6 +16,7 @@ use agyn_orgs::Role;
 use agyn_orgs::ops::MembershipInput;
 use agyn_store::{Backend, on_both_backends};
 use agyn_users::Users;
+use futures::StreamExt as _;
 use serde_json::{Value, json};
 
 /// Services whose every gateway method must have a row.
@@ -28,6 +28,8 @@ const COVERED_SERVICES: &[&str] = &[
     "agynio.api.notifications.v1.NotificationsGateway",
     "agynio.api.llm.v1.LLMGateway",
     "agynio.api.secrets.v1.SecretsGateway",
+    "agynio.api.agents.v1.AgentsGateway",
+    "agynio.api.runners.v1.RunnersGateway",
 ];
 
 /// The principals, in the column order of every row.
@@ -59,6 +61,7 @@ const OK: &str = "ok";
 const UNAUTHENTICATED: &str = "unauthenticated";
 const DENIED: &str = "permission_denied";
 const NOT_FOUND: &str = "not_found";
+const UNAVAILABLE: &str = "unavailable";
 
 /// How a row's method is called.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -88,6 +91,7 @@ struct Fixture {
     /// A user with no membership, used as the target of CreateMembership.
     target: String,
     owner_id: String,
+    member_id: String,
     owner_token: String,
     owner_device: String,
     /// A thread of `org` with the owner and the member, holding one
@@ -105,7 +109,58 @@ struct Fixture {
     secret_provider: String,
     secret: String,
     image_pull_secret: String,
+    agents: AgentFixture,
+    runners: RunnerFixture,
 }
+
+/// The agents resources of a cell. Each one is created only for the
+/// methods that use it, and an id that was not created is empty.
+#[derive(Default)]
+struct AgentFixture {
+    /// An INTERNAL agent of `org` that the owner created, so the owner also
+    /// has its `owner` role.
+    agent: String,
+    /// A second agent of the owner, on which the member is MAINTAINER.
+    maintained_agent: String,
+    /// A persistent volume definition of `org`.
+    volume: String,
+    /// An attachment of `volume` to `agent`.
+    volume_attachment: String,
+    /// An MCP server, a skill, a hook, an env and an init script of `agent`.
+    mcp: String,
+    skill: String,
+    hook: String,
+    env: String,
+    init_script: String,
+    /// An attachment to `agent` of a second image pull secret, which leaves
+    /// [`Fixture::image_pull_secret`] free to attach or swap in.
+    pull_secret_attachment: String,
+}
+
+/// The runners resources of a cell, created like [`AgentFixture`].
+#[derive(Default)]
+struct RunnerFixture {
+    /// A PENDING runner of `org` and its service token.
+    runner: String,
+    runner_token: String,
+    /// A PENDING cluster runner registered by the admin.
+    cluster_runner: String,
+    /// A STARTING workload of the fixture thread and agent on `runner`,
+    /// with one container named `agent`, and a provisioned volume of it.
+    workload: String,
+    provisioned_volume: String,
+}
+
+/// Agents methods whose cells also get [`AgentFixture::maintained_agent`].
+const MAINTAINER_METHODS: &[&str] = &[
+    "UpdateAgent",
+    "DeleteAgent",
+    "SetAgentRole",
+    "RemoveAgentRole",
+    "ListAgentRoles",
+    "CreateSkill",
+    "ListSkills",
+];
 
 /// Returns a script that replies to TestModel's prompt.
 fn test_script() -> Value {
@@ -133,6 +188,12 @@ fn rows() -> Vec<Row> {
     let secrets = |method: &str| -> &'static str {
         Box::leak(format!("agynio.api.secrets.v1.SecretsGateway/{method}").into_boxed_str())
     };
+    let agents = |method: &str| -> &'static str {
+        Box::leak(format!("agynio.api.agents.v1.AgentsGateway/{method}").into_boxed_str())
+    };
+    let runners = |method: &str| -> &'static str {
+        Box::leak(format!("agynio.api.runners.v1.RunnersGateway/{method}").into_boxed_str())
+    };
     let every_user = [UNAUTHENTICATED, OK, OK, OK, OK, OK];
     // The member and the owner take part in the fixture thread; the admin
     // and the owner read it through `can_view_threads`.
@@ -140,6 +201,17 @@ fn rows() -> Vec<Row> {
     let participants = [UNAUTHENTICATED, DENIED, OK, OK, DENIED, DENIED];
     let managers = [UNAUTHENTICATED, DENIED, DENIED, OK, DENIED, OK];
     let readers = [UNAUTHENTICATED, DENIED, OK, OK, DENIED, OK];
+    // Cells whose agent makes the member MAINTAINER.
+    let maintainers = [UNAUTHENTICATED, DENIED, OK, OK, DENIED, OK];
+    let admins = [UNAUTHENTICATED, DENIED, DENIED, DENIED, DENIED, OK];
+    let unknown = [
+        UNAUTHENTICATED,
+        NOT_FOUND,
+        NOT_FOUND,
+        NOT_FOUND,
+        NOT_FOUND,
+        NOT_FOUND,
+    ];
     vec![
         // UsersGateway.
         Row {
@@ -676,6 +748,617 @@ fn rows() -> Vec<Row> {
             body: |f| json!({"id": f.image_pull_secret}),
             expect: managers,
         },
+        // AgentsGateway. Sub-resources are read with `can_read_config` and
+        // written with `can_edit_config` on their agent, which the member
+        // lacks on an agent where it has no role.
+        Row {
+            shape: Shape::Unary,
+            method: agents("CreateAgent"),
+            case: "",
+            body: |f| {
+                json!({"organizationId": f.org, "name": "second",
+                       "availability": "AGENT_AVAILABILITY_PRIVATE"})
+            },
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: agents("GetAgent"),
+            case: "metadata for every reader",
+            body: |f| json!({"id": f.agents.agent}),
+            expect: readers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: agents("GetAgent"),
+            case: "unknown id",
+            body: |_| json!({"id": "00000000-0000-4000-8000-000000000000"}),
+            expect: unknown,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: agents("ListAgents"),
+            case: "",
+            body: |f| json!({"organizationId": f.org}),
+            expect: readers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: agents("UpdateAgent"),
+            case: "",
+            body: |f| json!({"id": f.agents.agent, "description": "changed"}),
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: agents("UpdateAgent"),
+            case: "a maintainer edits",
+            body: |f| json!({"id": f.agents.maintained_agent, "description": "changed"}),
+            expect: maintainers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: agents("UpdateAgent"),
+            case: "availability needs can_delete",
+            body: |f| {
+                json!({"id": f.agents.maintained_agent,
+                       "availability": "AGENT_AVAILABILITY_PRIVATE"})
+            },
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: agents("DeleteAgent"),
+            case: "",
+            body: |f| json!({"id": f.agents.agent}),
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: agents("DeleteAgent"),
+            case: "maintainers cannot delete",
+            body: |f| json!({"id": f.agents.maintained_agent}),
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: agents("SetAgentRole"),
+            case: "make the member maintainer",
+            body: |f| {
+                json!({"agentId": f.agents.agent, "identityId": f.member_id,
+                       "role": "AGENT_ROLE_MAINTAINER"})
+            },
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: agents("SetAgentRole"),
+            case: "a maintainer promotes itself",
+            body: |f| {
+                json!({"agentId": f.agents.maintained_agent, "identityId": f.member_id,
+                       "role": "AGENT_ROLE_OWNER"})
+            },
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: agents("RemoveAgentRole"),
+            case: "an identity without a role",
+            body: |f| json!({"agentId": f.agents.agent, "identityId": f.member_id}),
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: agents("RemoveAgentRole"),
+            case: "a maintainer removes itself",
+            body: |f| json!({"agentId": f.agents.maintained_agent, "identityId": f.member_id}),
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: agents("ListAgentRoles"),
+            case: "",
+            body: |f| json!({"agentId": f.agents.agent}),
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: agents("ListAgentRoles"),
+            case: "maintainers cannot list roles",
+            body: |f| json!({"agentId": f.agents.maintained_agent}),
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: agents("ListMyAgentRoles"),
+            case: "",
+            body: |f| json!({"organizationId": f.org}),
+            expect: readers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: agents("CreateVolume"),
+            case: "",
+            body: |f| {
+                json!({"organizationId": f.org, "name": "cache", "persistent": false,
+                       "mountPath": "/cache"})
+            },
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: agents("GetVolume"),
+            case: "",
+            body: |f| json!({"id": f.agents.volume}),
+            expect: readers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: agents("ListVolumes"),
+            case: "",
+            body: |f| json!({"organizationId": f.org}),
+            expect: readers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: agents("UpdateVolume"),
+            case: "",
+            body: |f| json!({"id": f.agents.volume, "description": "changed"}),
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: agents("DeleteVolume"),
+            case: "an unattached volume",
+            body: |f| json!({"id": f.agents.volume}),
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: agents("CreateVolumeAttachment"),
+            case: "",
+            body: |f| json!({"volumeId": f.agents.volume, "agentId": f.agents.agent}),
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: agents("GetVolumeAttachment"),
+            case: "",
+            body: |f| json!({"id": f.agents.volume_attachment}),
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: agents("ListVolumeAttachments"),
+            case: "agent filter",
+            body: |f| json!({"agentId": f.agents.agent}),
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: agents("ListVolumeAttachments"),
+            case: "volume filter alone",
+            body: |f| json!({"volumeId": f.agents.volume}),
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: agents("UpdateVolumeAttachment"),
+            case: "",
+            body: |f| json!({"id": f.agents.volume_attachment, "readOnly": true}),
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: agents("DeleteVolumeAttachment"),
+            case: "",
+            body: |f| json!({"id": f.agents.volume_attachment}),
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: agents("CreateMcp"),
+            case: "",
+            body: |f| json!({"agentId": f.agents.agent, "name": "search", "command": "mcp-search"}),
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: agents("GetMcp"),
+            case: "",
+            body: |f| json!({"id": f.agents.mcp}),
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: agents("ListMcps"),
+            case: "",
+            body: |f| json!({"agentId": f.agents.agent}),
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: agents("UpdateMcp"),
+            case: "",
+            body: |f| json!({"id": f.agents.mcp, "description": "changed"}),
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: agents("DeleteMcp"),
+            case: "",
+            body: |f| json!({"id": f.agents.mcp}),
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: agents("CreateSkill"),
+            case: "",
+            body: |f| json!({"agentId": f.agents.agent, "name": "second", "body": "Be brief."}),
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: agents("CreateSkill"),
+            case: "a maintainer adds one",
+            body: |f| {
+                json!({"agentId": f.agents.maintained_agent, "name": "second",
+                       "body": "Be brief."})
+            },
+            expect: maintainers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: agents("GetSkill"),
+            case: "",
+            body: |f| json!({"id": f.agents.skill}),
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: agents("ListSkills"),
+            case: "",
+            body: |f| json!({"agentId": f.agents.agent}),
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: agents("ListSkills"),
+            case: "a maintainer reads them",
+            body: |f| json!({"agentId": f.agents.maintained_agent}),
+            expect: maintainers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: agents("UpdateSkill"),
+            case: "",
+            body: |f| json!({"id": f.agents.skill, "body": "Be thorough."}),
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: agents("DeleteSkill"),
+            case: "",
+            body: |f| json!({"id": f.agents.skill}),
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: agents("CreateHook"),
+            case: "",
+            body: |f| {
+                json!({"agentId": f.agents.agent, "event": "HOOK_EVENT_TURN_START",
+                       "function": "echo start"})
+            },
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: agents("GetHook"),
+            case: "",
+            body: |f| json!({"id": f.agents.hook}),
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: agents("ListHooks"),
+            case: "",
+            body: |f| json!({"agentId": f.agents.agent}),
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: agents("UpdateHook"),
+            case: "",
+            body: |f| json!({"id": f.agents.hook, "description": "changed"}),
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: agents("DeleteHook"),
+            case: "",
+            body: |f| json!({"id": f.agents.hook}),
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: agents("CreateEnv"),
+            case: "",
+            body: |f| json!({"agentId": f.agents.agent, "name": "SECOND", "value": "v"}),
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: agents("GetEnv"),
+            case: "",
+            body: |f| json!({"id": f.agents.env}),
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: agents("ListEnvs"),
+            case: "",
+            body: |f| json!({"agentId": f.agents.agent}),
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: agents("UpdateEnv"),
+            case: "",
+            body: |f| json!({"id": f.agents.env, "value": "changed"}),
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: agents("DeleteEnv"),
+            case: "",
+            body: |f| json!({"id": f.agents.env}),
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: agents("CreateInitScript"),
+            case: "",
+            body: |f| json!({"agentId": f.agents.agent, "script": "echo second"}),
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: agents("GetInitScript"),
+            case: "",
+            body: |f| json!({"id": f.agents.init_script}),
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: agents("ListInitScripts"),
+            case: "",
+            body: |f| json!({"agentId": f.agents.agent}),
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: agents("UpdateInitScript"),
+            case: "",
+            body: |f| json!({"id": f.agents.init_script, "script": "echo changed"}),
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: agents("DeleteInitScript"),
+            case: "",
+            body: |f| json!({"id": f.agents.init_script}),
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: agents("CreateImagePullSecretAttachment"),
+            case: "",
+            body: |f| json!({"imagePullSecretId": f.image_pull_secret, "agentId": f.agents.agent}),
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: agents("GetImagePullSecretAttachment"),
+            case: "",
+            body: |f| json!({"id": f.agents.pull_secret_attachment}),
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: agents("ListImagePullSecretAttachments"),
+            case: "agent filter",
+            body: |f| json!({"agentId": f.agents.agent}),
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: agents("ListImagePullSecretAttachments"),
+            case: "secret filter alone",
+            body: |f| json!({"imagePullSecretId": f.image_pull_secret}),
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: agents("UpdateImagePullSecretAttachment"),
+            case: "",
+            body: |f| {
+                json!({"id": f.agents.pull_secret_attachment,
+                       "imagePullSecretId": f.image_pull_secret})
+            },
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: agents("DeleteImagePullSecretAttachment"),
+            case: "",
+            body: |f| json!({"id": f.agents.pull_secret_attachment}),
+            expect: managers,
+        },
+        // RunnersGateway. Workload and provisioned volume reads also admit
+        // readers of the thread, which the member takes part in.
+        Row {
+            shape: Shape::Unary,
+            method: runners("RegisterRunner"),
+            case: "organization runner",
+            body: |f| json!({"name": "second", "organizationId": f.org}),
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: runners("RegisterRunner"),
+            case: "cluster runner",
+            // Cluster runner names are unique cluster-wide.
+            body: |f| json!({"name": format!("cluster-{}", f.org)}),
+            expect: admins,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: runners("GetRunner"),
+            case: "organization runner",
+            body: |f| json!({"id": f.runners.runner}),
+            expect: readers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: runners("GetRunner"),
+            case: "cluster runner",
+            body: |f| json!({"id": f.runners.cluster_runner}),
+            expect: every_user,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: runners("GetRunner"),
+            case: "unknown id",
+            body: |_| json!({"id": "00000000-0000-4000-8000-000000000000"}),
+            expect: unknown,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: runners("ListRunners"),
+            case: "organization runners",
+            body: |f| json!({"organizationId": f.org}),
+            expect: readers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: runners("ListRunners"),
+            case: "cluster runners",
+            body: |_| json!({}),
+            expect: every_user,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: runners("UpdateRunner"),
+            case: "organization runner",
+            body: |f| json!({"id": f.runners.runner, "name": "renamed"}),
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: runners("UpdateRunner"),
+            case: "cluster runner",
+            body: |f| json!({"id": f.runners.cluster_runner, "labels": {"entries": {"zone": "a"}}}),
+            expect: admins,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: runners("DeleteRunner"),
+            case: "organization runner",
+            body: |f| json!({"id": f.runners.runner}),
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: runners("DeleteRunner"),
+            case: "cluster runner",
+            body: |f| json!({"id": f.runners.cluster_runner}),
+            expect: admins,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: runners("EnrollRunner"),
+            case: "the service token is the credential",
+            body: |f| {
+                json!({"serviceToken": f.runners.runner_token,
+                       "endpoint": "https://127.0.0.1:1"})
+            },
+            expect: [OK; 6],
+        },
+        Row {
+            shape: Shape::Unary,
+            method: runners("ListWorkloads"),
+            case: "",
+            body: |f| json!({"organizationId": f.org}),
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: runners("GetWorkload"),
+            case: "",
+            body: |f| json!({"id": f.runners.workload}),
+            expect: readers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: runners("GetWorkload"),
+            case: "unknown id",
+            body: |_| json!({"id": "00000000-0000-4000-8000-000000000000"}),
+            expect: unknown,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: runners("ListWorkloadsByThread"),
+            case: "",
+            body: |f| json!({"threadId": f.thread}),
+            expect: thread_readers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: runners("TouchWorkload"),
+            // NOTE: no column is an agent, so the allowed call is covered
+            // only by the runners crate's tests.
+            case: "only the workload's agent",
+            body: |f| json!({"id": f.runners.workload}),
+            expect: [UNAUTHENTICATED, DENIED, DENIED, DENIED, DENIED, DENIED],
+        },
+        Row {
+            shape: Shape::ServerStream,
+            method: runners("StreamWorkloadLogs"),
+            // The workload's runner has no endpoint, so a call that passes
+            // the authorization check fails when the service dials it.
+            case: "an unreachable runner",
+            body: |f| json!({"workloadId": f.runners.workload, "containerName": "agent"}),
+            expect: [
+                UNAUTHENTICATED,
+                DENIED,
+                DENIED,
+                UNAVAILABLE,
+                DENIED,
+                UNAVAILABLE,
+            ],
+        },
+        Row {
+            shape: Shape::Unary,
+            method: runners("GetVolume"),
+            case: "",
+            body: |f| json!({"id": f.runners.provisioned_volume}),
+            expect: readers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: runners("ListVolumes"),
+            case: "",
+            body: |f| json!({"organizationId": f.org}),
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: runners("ListVolumesByThread"),
+            case: "",
+            body: |f| json!({"threadId": f.thread}),
+            expect: thread_readers,
+        },
     ]
 }
 
@@ -685,6 +1368,7 @@ struct World {
     client: reqwest::Client,
     users: Users,
     orgs: Organizations,
+    runners: agyn_runners::Runners,
     /// `(identity id, API token)` per column; `None` for anonymous.
     principals: Vec<Option<(String, String)>>,
 }
@@ -724,6 +1408,7 @@ impl World {
         let platform = Platform::new(db, pki, master_key, events);
         let orgs = platform.orgs.clone();
         let users = platform.users.clone();
+        let runners = platform.runners.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let app = agyn_gateway::public_app(&platform);
@@ -754,12 +1439,17 @@ impl World {
                 .unwrap(),
             users,
             orgs,
+            runners,
             principals,
         }
     }
 
     fn id(&self, who: Who) -> &str {
         &self.principals[column_of(who)].as_ref().unwrap().0
+    }
+
+    fn token(&self, who: Who) -> &str {
+        &self.principals[column_of(who)].as_ref().unwrap().1
     }
 
     /// Calls a fixture-building method that must succeed; returns its
@@ -832,7 +1522,10 @@ impl World {
             .await
             .unwrap()
             .id;
-        let target = new_user(&self.users, "target").await;
+        // Concurrent cells that request one username race on it, so each
+        // cell uses its own.
+        let id = agyn_core::id::new_id();
+        let target = new_user(&self.users, &format!("target{}", &id[id.len() - 12..])).await;
         let owner_token = self
             .users
             .create_api_token(&owner, "revocable", None)
@@ -847,14 +1540,14 @@ impl World {
             .unwrap()
             .device
             .id;
-        let owner_credential = &self.principals[column_of(Who::Owner)].as_ref().unwrap().1;
+        let owner_credential = self.token(Who::Owner);
         // Threads, chat and notifications rows need a thread and a
         // conversation; creating them for every cell would double the run.
         let (mut thread, mut conversation) = Default::default();
         let messaging = ["threads", "chat", "notifications"]
             .iter()
             .any(|service| method.starts_with(&format!("agynio.api.{service}.")));
-        if messaging {
+        if messaging || is_workload_method(method) {
             thread = self
                 .post(
                     owner_credential,
@@ -882,8 +1575,6 @@ impl World {
                 .unwrap()
                 .to_string();
         }
-        let created =
-            |reply: Value, field: &str| reply[field]["meta"]["id"].as_str().unwrap().to_string();
         let (mut provider, mut spare_provider, mut model) = Default::default();
         if method.starts_with("agynio.api.llm.") {
             provider = created(
@@ -916,6 +1607,17 @@ impl World {
             );
         }
         let (mut secret_provider, mut secret, mut image_pull_secret) = Default::default();
+        if method.starts_with("agynio.api.secrets.") || method.contains("ImagePullSecretAttachment")
+        {
+            image_pull_secret = self
+                .create(
+                    "agynio.api.secrets.v1.SecretsGateway/CreateImagePullSecret",
+                    json!({"organizationId": org, "registry": "ghcr.io", "username": "bot",
+                           "value": "pw"}),
+                    "imagePullSecret",
+                )
+                .await;
+        }
         if method.starts_with("agynio.api.secrets.") {
             secret_provider = created(
                 self.post(
@@ -937,17 +1639,9 @@ impl World {
                 .await,
                 "secret",
             );
-            image_pull_secret = created(
-                self.post(
-                    owner_credential,
-                    "agynio.api.secrets.v1.SecretsGateway/CreateImagePullSecret",
-                    json!({"organizationId": org, "registry": "ghcr.io", "username": "bot",
-                           "value": "pw"}),
-                )
-                .await,
-                "imagePullSecret",
-            );
         }
+        let agents = self.agent_fixture(method, &org).await;
+        let runners = self.runner_fixture(method, &org, &thread, &agents).await;
         Fixture {
             provider,
             model,
@@ -964,8 +1658,215 @@ impl World {
             invitation,
             target,
             owner_id: self.id(Who::Owner).to_string(),
+            member_id: self.id(Who::Member).to_string(),
             owner_token,
+            agents,
+            runners,
         }
+    }
+
+    /// Calls a Create `method` as the owner and returns the id of the
+    /// resource in the response's `field`.
+    async fn create(&self, method: &str, body: Value, field: &str) -> String {
+        created(self.post(self.token(Who::Owner), method, body).await, field)
+    }
+
+    /// Creates the agents resources that `method` uses: an agent for every
+    /// agents method and every runners workload or volume method, and the
+    /// sub-resources that the method name mentions.
+    async fn agent_fixture(&self, method: &str, org: &str) -> AgentFixture {
+        let agents_method = method.starts_with("agynio.api.agents.");
+        if !agents_method && !is_workload_method(method) {
+            return AgentFixture::default();
+        }
+        let name = method_name(method);
+        let agents = |method: &str| format!("agynio.api.agents.v1.AgentsGateway/{method}");
+        let new_agent = |name: &str| {
+            json!({"organizationId": org, "name": name,
+                   "availability": "AGENT_AVAILABILITY_INTERNAL"})
+        };
+
+        let mut fixture = AgentFixture {
+            agent: self
+                .create(&agents("CreateAgent"), new_agent("helper"), "agent")
+                .await,
+            ..AgentFixture::default()
+        };
+        let agent = fixture.agent.clone();
+        if name.contains("Volume") || is_workload_method(method) {
+            fixture.volume = self
+                .create(
+                    &agents("CreateVolume"),
+                    json!({"organizationId": org, "name": "data", "persistent": true,
+                           "mountPath": "/data", "size": "1Gi"}),
+                    "volume",
+                )
+                .await;
+        }
+
+        if !agents_method {
+            return fixture;
+        }
+
+        if MAINTAINER_METHODS.contains(&name) {
+            fixture.maintained_agent = self
+                .create(&agents("CreateAgent"), new_agent("maintained"), "agent")
+                .await;
+            self.post(
+                self.token(Who::Owner),
+                &agents("SetAgentRole"),
+                json!({"agentId": fixture.maintained_agent, "identityId": self.id(Who::Member),
+                       "role": "AGENT_ROLE_MAINTAINER"}),
+            )
+            .await;
+        }
+
+        // Create rows attach on their own, and a fixture attachment would
+        // collide with theirs (a volume) or go unused (a secret).
+        if name.contains("VolumeAttachment") && name != "CreateVolumeAttachment" {
+            fixture.volume_attachment = self
+                .create(
+                    &agents("CreateVolumeAttachment"),
+                    json!({"volumeId": fixture.volume, "agentId": agent}),
+                    "volumeAttachment",
+                )
+                .await;
+        }
+
+        if name.contains("ImagePullSecretAttachment") && name != "CreateImagePullSecretAttachment" {
+            let image_pull_secret = self
+                .create(
+                    "agynio.api.secrets.v1.SecretsGateway/CreateImagePullSecret",
+                    json!({"organizationId": org, "registry": "quay.io", "username": "bot",
+                           "value": "pw"}),
+                    "imagePullSecret",
+                )
+                .await;
+            fixture.pull_secret_attachment = self
+                .create(
+                    &agents("CreateImagePullSecretAttachment"),
+                    json!({"imagePullSecretId": image_pull_secret, "agentId": agent}),
+                    "imagePullSecretAttachment",
+                )
+                .await;
+        }
+
+        // Each sub-resource of the agent, with the word in the method names
+        // that selects it and the field of its Create response.
+        let children = [
+            (
+                "Mcp",
+                json!({"agentId": agent, "name": "files", "command": "mcp-files"}),
+                "mcp",
+                &mut fixture.mcp,
+            ),
+            (
+                "Skill",
+                json!({"agentId": agent, "name": "review", "body": "Check the diff."}),
+                "skill",
+                &mut fixture.skill,
+            ),
+            (
+                "Hook",
+                json!({"agentId": agent, "event": "HOOK_EVENT_TURN_END", "function": "echo done"}),
+                "hook",
+                &mut fixture.hook,
+            ),
+            (
+                "Env",
+                json!({"agentId": agent, "name": "GREETING", "value": "hello"}),
+                "env",
+                &mut fixture.env,
+            ),
+            (
+                "InitScript",
+                json!({"agentId": agent, "script": "echo ready"}),
+                "initScript",
+                &mut fixture.init_script,
+            ),
+        ];
+        for (resource, body, field, id) in children {
+            if name.contains(resource) {
+                *id = self
+                    .create(&agents(&format!("Create{resource}")), body, field)
+                    .await;
+            }
+        }
+
+        fixture
+    }
+
+    /// Creates the runners resources that `method` uses: an organization
+    /// runner for every runners method, a cluster runner for the runner
+    /// methods, and a workload with a provisioned volume for the workload
+    /// and volume methods.
+    async fn runner_fixture(
+        &self,
+        method: &str,
+        org: &str,
+        thread: &str,
+        agents: &AgentFixture,
+    ) -> RunnerFixture {
+        if !method.starts_with("agynio.api.runners.") {
+            return RunnerFixture::default();
+        }
+        let register = "agynio.api.runners.v1.RunnersGateway/RegisterRunner";
+        let registered = self
+            .post(
+                self.token(Who::Owner),
+                register,
+                json!({"name": "matrix", "organizationId": org}),
+            )
+            .await;
+        let mut fixture = RunnerFixture {
+            runner: registered["runner"]["meta"]["id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+            runner_token: registered["serviceToken"].as_str().unwrap().to_string(),
+            ..RunnerFixture::default()
+        };
+
+        if method_name(method).contains("Runner") {
+            // Cluster runner names are unique cluster-wide.
+            let body = json!({"name": format!("shared-{org}")});
+            fixture.cluster_runner = created(
+                self.post(self.token(Who::Admin), register, body).await,
+                "runner",
+            );
+        }
+
+        if is_workload_method(method) {
+            fixture.workload = agyn_core::id::new_id();
+            fixture.provisioned_volume = agyn_core::id::new_id();
+            let workload = agyn_runners::NewWorkload {
+                id: fixture.workload.clone(),
+                runner_id: fixture.runner.clone(),
+                thread_id: thread.to_string(),
+                agent_id: agents.agent.clone(),
+                organization_id: org.to_string(),
+                containers: vec![runners_pb::Container {
+                    name: "agent".to_string(),
+                    role: runners_pb::ContainerRole::CONTAINER_ROLE_MAIN.into(),
+                    image: "agyn/agyn:test".to_string(),
+                    status: runners_pb::ContainerStatus::CONTAINER_STATUS_WAITING.into(),
+                    ..Default::default()
+                }],
+                credential_id: format!("serial-{}", fixture.workload),
+                provisioned_volumes: vec![agyn_runners::NewWorkloadVolume {
+                    id: fixture.provisioned_volume.clone(),
+                    volume_id: agents.volume.clone(),
+                    size: "1Gi".to_string(),
+                }],
+                ..Default::default()
+            };
+            self.runners
+                .create_workload(&Caller::Component("orchestrator"), &workload)
+                .await
+                .unwrap();
+        }
+
+        fixture
     }
 
     /// Deletes what a cell left behind that counts against a limit: the
@@ -1046,37 +1947,69 @@ impl World {
     }
 }
 
+/// Returns the id of the resource in a Create response's `field`.
+fn created(reply: Value, field: &str) -> String {
+    reply[field]["meta"]["id"].as_str().unwrap().to_string()
+}
+
+/// Returns the method part of a `package.Service/Method` path.
+fn method_name(method: &str) -> &str {
+    method.rsplit('/').next().unwrap_or_default()
+}
+
+/// Returns whether `method` is a runners method that reads or changes a
+/// workload or a provisioned volume.
+fn is_workload_method(method: &str) -> bool {
+    let name = method_name(method);
+    method.starts_with("agynio.api.runners.")
+        && (name.contains("Workload") || name.contains("Volume"))
+}
+
 /// Length of the first Connect envelope in `buffer` (at least 5 bytes).
 fn frame_len(buffer: &[u8]) -> usize {
     u32::from_be_bytes(buffer[1..5].try_into().unwrap()) as usize
 }
 
+/// Cells that run at once. Each cell has its own fixtures, so this number
+/// changes only the wall time.
+const CONCURRENT_CELLS: usize = 8;
+
+/// Runs the cell of `row` in `column` and returns a description of the
+/// mismatch, if any.
+async fn run_cell(world: &World, row: &Row, column: usize) -> Option<String> {
+    let fixture = world.fixture(row.method).await;
+    let body = (row.body)(&fixture);
+    let got = match row.shape {
+        Shape::Unary => world.call(column, row.method, &body).await,
+        Shape::ServerStream => world.call_stream(column, row.method, &body).await,
+    };
+    world.clean_up(&fixture).await;
+    let expected = row.expect[column];
+    (got != expected).then(|| {
+        format!(
+            "{} [{}] as {:?}: expected {expected}, got {got}",
+            row.method, row.case, COLUMNS[column]
+        )
+    })
+}
+
 async fn matrix(backend: Backend) {
-    let world = Arc::new(World::start(backend).await);
+    let world = World::start(backend).await;
     let rows = rows();
-    let mut mismatches = Vec::new();
-    let mut cells = 0;
-    for row in &rows {
-        for (column, expected) in row.expect.iter().enumerate() {
-            let fixture = world.fixture(row.method).await;
-            let body = (row.body)(&fixture);
-            let got = match row.shape {
-                Shape::Unary => world.call(column, row.method, &body).await,
-                Shape::ServerStream => world.call_stream(column, row.method, &body).await,
-            };
-            world.clean_up(&fixture).await;
-            cells += 1;
-            if got != *expected {
-                mismatches.push(format!(
-                    "{} [{}] as {:?}: expected {expected}, got {got}",
-                    row.method, row.case, COLUMNS[column]
-                ));
-            }
-        }
-    }
+    let cells: Vec<(&Row, usize)> = rows
+        .iter()
+        .flat_map(|row| (0..COLUMNS.len()).map(move |column| (row, column)))
+        .collect();
+    let cell_count = cells.len();
+    let mismatches: Vec<String> = futures::stream::iter(cells)
+        .map(|(row, column)| run_cell(&world, row, column))
+        .buffered(CONCURRENT_CELLS)
+        .filter_map(std::future::ready)
+        .collect()
+        .await;
     assert!(
         mismatches.is_empty(),
-        "{} of {cells} cells differ:\n{}",
+        "{} of {cell_count} cells differ:\n{}",
         mismatches.len(),
         mismatches.join("\n")
     );
