@@ -22,7 +22,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Start every platform service in this process.
-    Serve(config::ServeArgs),
+    Serve(Box<config::ServeArgs>),
     /// Run workloads as local processes for a platform on another host.
     Runner(runner::RunnerArgs),
 }
@@ -31,7 +31,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => {
-            let config = match config::Config::resolve(args) {
+            let config = match config::Config::resolve(*args) {
                 Ok(config) => config,
                 Err(error) => {
                     eprintln!("agyn: {error}");

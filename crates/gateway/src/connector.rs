@@ -25,13 +25,16 @@ pub struct PlatformConnector {
     inner: Arc<Inner>,
 }
 
+/// A remote runner's client, with the endpoint it was built for.
+type RemoteClient = (String, Arc<dyn Runner>);
+
 #[derive(Default)]
 struct Inner {
     local: RwLock<HashMap<String, Arc<dyn Runner>>>,
     identity: RwLock<Option<ClientIdentity>>,
     /// Clients of remote runners by runner id, with the endpoint each was
     /// built for, so a re-enrolled runner at a new address gets a new one.
-    remote: RwLock<HashMap<String, (String, Arc<dyn Runner>)>>,
+    remote: RwLock<HashMap<String, RemoteClient>>,
 }
 
 impl PlatformConnector {
