@@ -83,6 +83,25 @@ pub struct IssuedCertificate {
     pub not_after: i64,
 }
 
+impl IssuedCertificate {
+    /// Builds the `identity_json` that enrollment returns to runners and
+    /// apps: a JSON object with `identity_id`, `certificate_pem`, `ca_pem`,
+    /// `expires_at` (RFC 3339) and, for a generated key only,
+    /// `private_key_pem`.
+    pub fn identity_json(&self, identity_id: &str) -> Secret<Vec<u8>> {
+        let mut identity = serde_json::json!({
+            "identity_id": identity_id,
+            "certificate_pem": self.certificate_pem,
+            "ca_pem": self.ca_certificate_pem,
+            "expires_at": agyn_core::time::rfc3339(self.not_after),
+        });
+        if let Some(private_key) = &self.private_key_pem {
+            identity["private_key_pem"] = serde_json::json!(private_key.expose());
+        }
+        Secret::new(serde_json::to_vec(&identity).expect("a JSON value serializes"))
+    }
+}
+
 /// The columns of a `certificates` row that follow from the subject.
 pub(crate) struct Record {
     pub kind: CertificateKind,

@@ -1,9 +1,8 @@
 //! EnrollRunner: a runner exchanges its service token for a certificate.
 
-use agyn_core::time::{now_micros, rfc3339};
-use agyn_core::{Error, Result, Secret};
+use agyn_core::time::now_micros;
+use agyn_core::{Error, Result};
 use agyn_pki::{CertificateKind, KeySource, Subject};
-use serde_json::json;
 
 use crate::model::{Enrolled, Enrollment, RunnerStatus};
 use crate::store::runners;
@@ -79,18 +78,8 @@ impl Runners {
             "Runner enrolled"
         );
 
-        let mut identity = json!({
-            "identity_id": record.id,
-            "certificate_pem": issued.certificate_pem,
-            "ca_pem": issued.ca_certificate_pem,
-            "expires_at": rfc3339(issued.not_after),
-        });
-        if let Some(private_key) = &issued.private_key_pem {
-            identity["private_key_pem"] = json!(private_key.expose());
-        }
-        let identity_json = serde_json::to_vec(&identity).expect("a JSON value serializes");
         Ok(Enrolled {
-            identity_json: Secret::new(identity_json),
+            identity_json: issued.identity_json(&record.id),
             service_name: record.service_name(),
             identity_id: record.id,
         })

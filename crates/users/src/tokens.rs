@@ -5,6 +5,7 @@
 use rand::Rng;
 use rand::distr::Alphanumeric;
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq as _;
 
 use agyn_core::Secret;
 
@@ -21,12 +22,22 @@ pub const LAST_USED_RESOLUTION_MICROS: i64 = 60_000_000;
 
 /// Generates a new API token.
 pub fn generate() -> Secret<String> {
+    random_token(API_TOKEN_PREFIX)
+}
+
+/// Generates a new service token: `agynsvc_` followed by 44 base62
+/// characters from the same CSPRNG as API tokens.
+pub fn generate_service_token() -> Secret<String> {
+    random_token(SERVICE_TOKEN_PREFIX)
+}
+
+fn random_token(prefix: &str) -> Secret<String> {
     let random: String = rand::rng()
         .sample_iter(Alphanumeric)
         .take(RANDOM_LEN)
         .map(char::from)
         .collect();
-    Secret::new(format!("{API_TOKEN_PREFIX}{random}"))
+    Secret::new(format!("{prefix}{random}"))
 }
 
 /// Returns the SHA-256 digest of a token.
@@ -59,11 +70,25 @@ pub fn display_prefix(token: &str) -> String {
 /// Returns true when `token` has the shape of an API token. Other bearer
 /// values are OIDC access tokens or rejected.
 pub fn looks_like_api_token(token: &str) -> bool {
-    token.len() == API_TOKEN_PREFIX.len() + RANDOM_LEN
-        && token.starts_with(API_TOKEN_PREFIX)
-        && token[API_TOKEN_PREFIX.len()..]
+    has_token_shape(token, API_TOKEN_PREFIX)
+}
+
+/// Returns true when `token` has the shape of a service token.
+pub fn looks_like_service_token(token: &str) -> bool {
+    has_token_shape(token, SERVICE_TOKEN_PREFIX)
+}
+
+fn has_token_shape(token: &str, prefix: &str) -> bool {
+    token.len() == prefix.len() + RANDOM_LEN
+        && token.starts_with(prefix)
+        && token[prefix.len()..]
             .bytes()
             .all(|byte| byte.is_ascii_alphanumeric())
+}
+
+/// Compares two stored token hashes in constant time.
+pub fn hashes_equal(left: &str, right: &str) -> bool {
+    left.as_bytes().ct_eq(right.as_bytes()).into()
 }
 
 #[cfg(test)]
@@ -95,6 +120,23 @@ mod tests {
             "agynsvc_{}",
             "a".repeat(41)
         )));
+    }
+
+    #[test]
+    fn service_token_has_format() {
+        let token = generate_service_token();
+        assert!(looks_like_service_token(token.expose()));
+        assert!(!looks_like_api_token(token.expose()));
+        assert_ne!(generate_service_token().expose(), token.expose());
+        assert!(!looks_like_service_token("agyn_abc"));
+    }
+
+    #[test]
+    fn hashes_compare_by_value() {
+        let stored = hash("agynsvc_x");
+        assert!(hashes_equal(&stored, &hash("agynsvc_x")));
+        assert!(!hashes_equal(&stored, &hash("agynsvc_y")));
+        assert!(!hashes_equal(&stored, ""));
     }
 
     #[test]
