@@ -145,6 +145,12 @@ pub fn capabilities(values: &[String]) -> Result<()> {
                 "must match ^[a-z0-9][a-z0-9_-]{0,31}$",
             ));
         }
+        if values[..index].contains(value) {
+            return Err(Error::invalid_field(
+                &format!("capabilities[{index}]"),
+                &format!("{value:?} is listed twice"),
+            ));
+        }
     }
     Ok(())
 }
@@ -260,6 +266,23 @@ pub fn resources(field: &str, resources: &Resources) -> Result<()> {
     for (kind, request, limit) in pairs {
         let request_value = quantity(&format!("{field}.requests_{kind}"), request)?;
         let limit_value = quantity(&format!("{field}.limits_{kind}"), limit)?;
+        // Workload records count CPU in 32-bit millicores and memory in
+        // 64-bit bytes.
+        let ceiling = match kind {
+            "cpu" => f64::from(i32::MAX) / 1000.0,
+            _ => i64::MAX as f64,
+        };
+        for (name, value, text) in [
+            ("requests", request_value, request),
+            ("limits", limit_value, limit),
+        ] {
+            if value.is_some_and(|value| value > ceiling) {
+                return Err(Error::invalid_field(
+                    &format!("{field}.{name}_{kind}"),
+                    &format!("{text} is larger than a workload can be given"),
+                ));
+            }
+        }
         if let (Some(request_value), Some(limit_value)) = (request_value, limit_value)
             && request_value > limit_value
         {
@@ -399,6 +422,26 @@ mod tests {
     }
 
     #[test]
+    fn oversized_quantities_fail() {
+        let cpu = Resources {
+            requests_cpu: "3000000".into(),
+            ..Resources::default()
+        };
+        assert!(super::resources("resources", &cpu).is_err());
+        let memory = Resources {
+            limits_memory: "99999999Ei".into(),
+            ..Resources::default()
+        };
+        assert!(super::resources("resources", &memory).is_err());
+        let fine = Resources {
+            requests_cpu: "64".into(),
+            limits_memory: "512Gi".into(),
+            ..Resources::default()
+        };
+        assert!(super::resources("resources", &fine).is_ok());
+    }
+
+    #[test]
     fn mount_paths() {
         for good in ["/data", "/var/lib/x", "/agyn-binary"] {
             assert!(mount_path(good).is_ok(), "{good}");
@@ -451,6 +494,7 @@ mod tests {
         assert!(capabilities(&["gpu".into(), "arm64_x".into()]).is_ok());
         assert!(capabilities(&["-gpu".into()]).is_err());
         assert!(capabilities(&vec!["a".to_string(); 17]).is_err());
+        assert!(capabilities(&["gpu".into(), "gpu".into()]).is_err());
     }
 
     #[test]

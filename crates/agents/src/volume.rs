@@ -70,7 +70,12 @@ fn check_persistence(persistent: bool, size: &str, ttl_ms: Option<i64>) -> Resul
                 "is required for a persistent volume",
             ));
         }
-        validate::quantity("size", size)?;
+        if validate::quantity("size", size)?.is_some_and(|bytes| bytes < 1.0) {
+            return Err(Error::invalid_field(
+                "size",
+                &format!("{size} is below one byte; give a size such as 1Gi"),
+            ));
+        }
         if let Some(ttl_ms) = ttl_ms {
             ttl(ttl_ms)?;
         }

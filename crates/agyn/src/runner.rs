@@ -24,22 +24,22 @@ pub struct RunnerArgs {
     /// Service token returned by RegisterRunner.
     #[arg(long, env = "AGYN_RUNNER_SERVICE_TOKEN", hide_env_values = true)]
     pub service_token: String,
-    /// Address the runner protocol listens on [default: 127.0.0.1:8090].
+    /// Address the runner protocol listens on.
     #[arg(long, env = "AGYN_RUNNER_LISTEN", default_value = "127.0.0.1:8090")]
     pub listen: SocketAddr,
-    /// URL the platform dials to reach this runner [default: https://<listen>].
+    /// URL the platform dials to reach this runner; required when --listen is 0.0.0.0 or [::] [default: https://<listen>].
     #[arg(long, env = "AGYN_RUNNER_ENDPOINT")]
     pub endpoint: Option<String>,
     /// State directory: the key, the certificates, workloads and volumes [default: $XDG_DATA_HOME/agyn-runner].
-    #[arg(long, env = "AGYN_DATA_DIR")]
+    #[arg(long, env = "AGYN_RUNNER_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// PEM CA certificate to trust for an https gateway [default: the system roots].
     #[arg(long, env = "AGYN_GATEWAY_CA_FILE")]
     pub gateway_ca_file: Option<PathBuf>,
-    /// Log level or tracing filter [default: info].
+    /// Log level or tracing filter.
     #[arg(long, env = "AGYN_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
-    /// Log format: `text` or `json` [default: text].
+    /// Log format: `text` or `json`.
     #[arg(long, env = "AGYN_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
 }
@@ -79,10 +79,28 @@ pub async fn run(args: RunnerArgs) -> Result<(), Box<dyn std::error::Error>> {
     };
     crate::serve::prepare_data_dir(&data_dir)?;
 
-    let endpoint = args
-        .endpoint
-        .clone()
-        .unwrap_or_else(|| format!("https://{}", args.listen));
+    let gateway = args.gateway.trim_end_matches('/').to_string();
+    if !(gateway.starts_with("http://") || gateway.starts_with("https://")) {
+        return Err(format!(
+            "invalid --gateway {gateway:?}: expected the platform's public URL, such as http://10.0.0.5:8080"
+        )
+        .into());
+    }
+    if args.service_token.trim().is_empty() {
+        return Err("missing service token: pass --service-token or set AGYN_RUNNER_SERVICE_TOKEN to the token RegisterRunner returned".into());
+    }
+    let endpoint = match &args.endpoint {
+        Some(endpoint) => endpoint.clone(),
+        None if args.listen.ip().is_unspecified() => {
+            return Err(format!(
+                "--listen {} accepts connections on every address, so the platform cannot derive where to dial; pass --endpoint https://<this host>:{}",
+                args.listen,
+                args.listen.port()
+            )
+            .into());
+        }
+        None => format!("https://{}", args.listen),
+    };
     if !endpoint.starts_with("https://") {
         return Err(format!("invalid --endpoint {endpoint:?}: expected https://host:port").into());
     }
@@ -96,7 +114,7 @@ pub async fn run(args: RunnerArgs) -> Result<(), Box<dyn std::error::Error>> {
     let token = Secret::new(args.service_token.clone());
     let enroller = Enroller {
         client,
-        gateway: args.gateway.trim_end_matches('/').to_string(),
+        gateway,
         token,
         endpoint,
         key,
@@ -105,7 +123,7 @@ pub async fn run(args: RunnerArgs) -> Result<(), Box<dyn std::error::Error>> {
     let enrollment = enroller.enroll().await?;
     tracing::info!(
         runner_id = %enrollment.runner_id,
-        expires_at = %enrollment.expires_at,
+        expires_at = %rfc3339(enrollment.expires_at),
         "Runner enrolled"
     );
 
@@ -117,7 +135,6 @@ pub async fn run(args: RunnerArgs) -> Result<(), Box<dyn std::error::Error>> {
     )?;
     let runner: Arc<dyn agyn_runner::Runner> = Arc::new(runner);
     let renewal = tokio::spawn(watch_expiry(enrollment.expires_at));
-    tracing::info!(address = %args.listen, "Runner protocol listening (mutual TLS)");
     let served = tokio::select! {
         result = agyn_runner::serve_tls(
             listener,
@@ -173,7 +190,13 @@ impl Enroller {
             }))
             .send()
             .await
-            .map_err(|error| format!("failed to reach the gateway at {}: {error}", self.gateway))?;
+            .map_err(|error| {
+                format!(
+                    "failed to reach the gateway at {}: {}",
+                    self.gateway,
+                    error_chain(&error)
+                )
+            })?;
         let status = response.status();
         let body: serde_json::Value = response
             .json()
@@ -225,7 +248,7 @@ async fn watch_expiry(expires_at: time::OffsetDateTime) {
         let left = expires_at - time::OffsetDateTime::now_utc();
         if left < RENEW_BEFORE {
             tracing::warn!(
-                %expires_at,
+                expires_at = %rfc3339(expires_at),
                 "Runner certificate expires soon; restart the runner to enroll again"
             );
             return;
@@ -259,13 +282,45 @@ fn gateway_client(ca_file: Option<&Path>) -> Result<reqwest::Client, Box<dyn std
     if let Some(path) = ca_file {
         let pem = std::fs::read(path)
             .map_err(|error| format!("failed to read {}: {error}", path.display()))?;
+        let found =
+            <rustls_pki_types::CertificateDer as rustls_pki_types::pem::PemObject>::pem_slice_iter(
+                &pem,
+            )
+            .filter(Result::is_ok)
+            .count();
+        if found == 0 {
+            return Err(format!("{} holds no PEM certificate", path.display()).into());
+        }
         let certificate = reqwest::Certificate::from_pem(&pem)
             .map_err(|error| format!("invalid CA certificate in {}: {error}", path.display()))?;
         builder = builder
             .tls_built_in_root_certs(false)
             .add_root_certificate(certificate);
     }
-    Ok(builder.build()?)
+    builder.build().map_err(|error| {
+        format!(
+            "failed to build the gateway client: {}",
+            error_chain(&error)
+        )
+        .into()
+    })
+}
+
+/// Formats `error` with every cause below it, such as `connection refused`.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn rfc3339(at: time::OffsetDateTime) -> String {
+    at.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| at.to_string())
 }
 
 fn base64_decode(encoded: &str) -> Result<Vec<u8>, Box<dyn std::error::Error>> {

@@ -55,8 +55,10 @@ pub async fn serve_tls(
     let acceptor = TlsAcceptor::from(tls::server_config(server_cert_pem, key_pem, ca_pem)?);
     let router = Router::new().add_service(Arc::new(RunnerRpc::new(runner)));
     let service = ConnectRpcService::new(router);
-    let address = listener.local_addr().ok();
-    tracing::info!(?address, "Serving the runner protocol over TLS");
+    match listener.local_addr() {
+        Ok(address) => tracing::info!(%address, "Serving the runner protocol over mutual TLS"),
+        Err(error) => tracing::info!(%error, "Serving the runner protocol over mutual TLS"),
+    }
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {

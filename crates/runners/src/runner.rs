@@ -191,6 +191,12 @@ impl Runners {
         let current = self.runner_or_not_found(&id).await?;
         self.authorize_runner_write(caller, current.organization_id.as_deref())
             .await?;
+        if current.builtin && changes.endpoint.is_some() {
+            return Err(Error::invalid_field(
+                "endpoint",
+                "a built-in runner is reached in process and takes no endpoint",
+            ));
+        }
 
         let mut tx = self.db.begin_write().await?;
         let mut record = runners::lock(&mut tx, self.db.backend(), &id)
@@ -233,6 +239,11 @@ impl Runners {
         let current = self.runner_or_not_found(&id).await?;
         self.authorize_runner_write(caller, current.organization_id.as_deref())
             .await?;
+        if current.builtin && matches!(caller, Caller::Identity { .. }) {
+            return Err(Error::failed_precondition(format!(
+                "runner {id} is built into agyn serve; turn it off with runner.builtin = false instead"
+            )));
+        }
         let mut tx = self.db.begin_write().await?;
         if runners::lock(&mut tx, self.db.backend(), &id)
             .await?

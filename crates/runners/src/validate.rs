@@ -84,7 +84,7 @@ pub(crate) fn capabilities(field: &str, capabilities: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// Checks a runner endpoint: an `https://host[:port]` URL without a path,
+/// Checks a runner endpoint: an `https://host:port` URL without a path,
 /// query or user information.
 pub(crate) fn endpoint(field: &str, endpoint: &str) -> Result<()> {
     let invalid = || Error::invalid_field(field, "must be an https://host:port URL");
@@ -103,8 +103,34 @@ pub(crate) fn endpoint(field: &str, endpoint: &str) -> Result<()> {
         return Err(invalid());
     }
     let path_empty = matches!(uri.path(), "" | "/");
-    if !path_empty || uri.query().is_some() {
+    if !path_empty || uri.query().is_some() || endpoint.contains('#') {
         return Err(invalid());
+    }
+    // `http::Uri` keeps any digits as the port, so the range is checked here.
+    let port = authority
+        .port()
+        .ok_or_else(|| Error::invalid_field(field, "must name a port: https://host:port"))?;
+    let port = port.as_str();
+    match port.parse::<u16>() {
+        Ok(port) if port > 0 => {}
+        _ => {
+            return Err(Error::invalid_field(
+                field,
+                &format!("port {port:?} must be a number from 1 to 65535"),
+            ));
+        }
+    }
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    if let Ok(address) = host.parse::<std::net::IpAddr>()
+        && address.is_unspecified()
+    {
+        return Err(Error::invalid_field(
+            field,
+            &format!("{host} is not an address the platform can dial; name the runner's host"),
+        ));
     }
     Ok(())
 }
@@ -170,7 +196,11 @@ mod tests {
 
     #[test]
     fn endpoint_needs_https_host() {
-        for good in ["https://runner.example.com:8443", "https://10.0.0.1:443/"] {
+        for good in [
+            "https://runner.example.com:8443",
+            "https://10.0.0.1:443/",
+            "https://[::1]:8443",
+        ] {
             assert!(endpoint("endpoint", good).is_ok(), "{good}");
         }
         for bad in [
@@ -180,6 +210,12 @@ mod tests {
             "https://runner:8443/path",
             "https://user@runner:8443",
             "https://runner:8443?x=1",
+            "https://runner:8443#part",
+            "https://runner",
+            "https://runner:0",
+            "https://runner:99999",
+            "https://0.0.0.0:8443",
+            "https://[::]:8443",
             "",
         ] {
             assert!(endpoint("endpoint", bad).is_err(), "{bad}");

@@ -664,6 +664,22 @@ async fn builtin_runner_is_created_once(backend: Backend) {
         failure(w.runners.ensure_builtin_runner("remote").await).code(),
         Code::FailedPrecondition
     );
+
+    // The built-in runner takes no endpoint and cannot be deleted by a
+    // user, because the process that hosts it keeps running it.
+    let changes = RunnerChanges {
+        endpoint: Some("https://runner.example.com:8443".to_string()),
+        ..RunnerChanges::default()
+    };
+    let refused = failure(w.runners.update_runner(&admin, &again.id, &changes).await);
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    let refused = failure(w.runners.delete_runner(&admin, &again.id).await);
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert!(
+        refused.message().contains("runner.builtin"),
+        "{}",
+        refused.message()
+    );
 }
 
 on_both_backends!(
