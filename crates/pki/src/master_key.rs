@@ -258,7 +258,10 @@ mod tests {
         assert_eq!(download.expose(), key.derive_key("files.download").expose());
         assert_ne!(download.expose(), key.derive_key("other").expose());
         let other = MasterKey::generate();
-        assert_ne!(download.expose(), other.derive_key("files.download").expose());
+        assert_ne!(
+            download.expose(),
+            other.derive_key("files.download").expose()
+        );
         assert_ne!(download.expose(), &key.bytes);
     }
 

@@ -46,9 +46,17 @@ const SCRIPTS: &[Script] = &[
         include_str!("../migrations/0008_llm_usage.sql"),
     ),
     (9, "agents", include_str!("../migrations/0009_agents.sql")),
-    (10, "runners", include_str!("../migrations/0010_runners.sql")),
+    (
+        10,
+        "runners",
+        include_str!("../migrations/0010_runners.sql"),
+    ),
     (11, "files", include_str!("../migrations/0011_files.sql")),
-    (12, "tracing", include_str!("../migrations/0012_tracing.sql")),
+    (
+        12,
+        "tracing",
+        include_str!("../migrations/0012_tracing.sql"),
+    ),
     (13, "apps", include_str!("../migrations/0013_apps.sql")),
 ];
 
