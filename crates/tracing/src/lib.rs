@@ -8,8 +8,9 @@
 //!
 //! [`Tracing`] contains the logic and storage, and [`service`] serves it
 //! as the internal `TracingService` and the public `TracingGateway`.
-//! Organization deletion keeps spans, so there is no purge step. Old spans
-//! go through [`Tracing::prune`].
+//! [`PlatformDirectory`] looks up agents, messages and workloads in the
+//! in-process services. Organization deletion keeps spans, so there is no
+//! purge step, and [`Tracing::prune`] deletes spans past the retention.
 
 #![allow(refining_impl_trait_internal, refining_impl_trait_reachable)]
 
@@ -19,6 +20,7 @@ mod feed;
 pub mod http;
 mod ids;
 mod ingest;
+mod platform;
 mod query;
 mod retention;
 mod run_events;
@@ -36,6 +38,7 @@ use agyn_store::Db;
 
 pub use directory::{AgentIdentity, Lookup, MessageThread, TraceDirectory, WorkloadState};
 pub use feed::{FeedEvent, SpanFeed};
+pub use platform::PlatformDirectory;
 pub use retention::DEFAULT_RETENTION;
 pub use stream::StreamTiming;
 
