@@ -748,30 +748,20 @@ async fn update_installation_rules(backend: Backend) {
         slug: Some(slug.to_string()),
         configuration: None,
     };
-    assert_eq!(
-        w.apps
-            .update_installation(&owner, &installation.id, &rename(""))
+    // An empty slug, another installation's slug and an agent's nickname.
+    let rejected_slugs = [
+        ("", Code::InvalidArgument),
+        ("second", Code::AlreadyExists),
+        ("helper", Code::AlreadyExists),
+    ];
+    for (slug, code) in rejected_slugs {
+        let error = w
+            .apps
+            .update_installation(&owner, &installation.id, &rename(slug))
             .await
-            .unwrap_err()
-            .code(),
-        Code::InvalidArgument
-    );
-    assert_eq!(
-        w.apps
-            .update_installation(&owner, &installation.id, &rename("second"))
-            .await
-            .unwrap_err()
-            .code(),
-        Code::AlreadyExists
-    );
-    assert_eq!(
-        w.apps
-            .update_installation(&owner, &installation.id, &rename("helper"))
-            .await
-            .unwrap_err()
-            .code(),
-        Code::AlreadyExists
-    );
+            .unwrap_err();
+        assert_eq!(error.code(), code, "{slug:?}: {error:?}");
+    }
     let member = w.user("member").await;
     w.join(&org, &owner, &member).await;
     assert_error(
