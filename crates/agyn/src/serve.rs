@@ -135,6 +135,21 @@ pub async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
             .await;
     });
 
+    // NOTE: every replica probes runners, as every replica runs purges:
+    // there is no leader election yet. Probes only refresh runner state,
+    // so running them twice is harmless.
+    let runners = platform.runners.clone();
+    let probes = tokio::spawn(async move {
+        let liveness = agyn_runners::Liveness::default();
+        let mut ticks = tokio::time::interval(agyn_runners::LIVENESS_INTERVAL);
+        loop {
+            ticks.tick().await;
+            if let Err(error) = liveness.probe_all(&runners).await {
+                tracing::warn!(%error, "Runner liveness probes failed");
+            }
+        }
+    });
+
     let signal = shutdown_signal().await;
     tracing::info!(signal, grace_s = SHUTDOWN_GRACE.as_secs(), "Shutting down");
     let _ = shutdown_tx.send(true);
@@ -156,6 +171,7 @@ pub async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     purges.abort();
+    probes.abort();
     db.close().await;
     tracing::info!("Stopped");
     Ok(())

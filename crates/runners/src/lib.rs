@@ -16,6 +16,7 @@
 mod cleanup;
 mod enroll;
 mod events;
+mod liveness;
 mod logs;
 pub mod model;
 mod names;
@@ -39,6 +40,7 @@ use agyn_store::Db;
 use agyn_users::rate_limit::RateLimiter;
 
 pub use cleanup::RunnersCleaner;
+pub use liveness::{LIVENESS_INTERVAL, Liveness};
 pub use logs::{LOG_KEEPALIVE, LogChunkStream, RunnerConnector};
 pub use model::*;
 
@@ -88,6 +90,15 @@ impl Runners {
 
     pub fn db(&self) -> &Db {
         &self.db
+    }
+
+    /// Returns a client of `runner` through the connector; `unavailable`
+    /// when none is configured or the runner cannot be reached.
+    pub(crate) fn connect(&self, runner: &RunnerRecord) -> Result<Arc<dyn agyn_runner::Runner>> {
+        self.connector
+            .as_ref()
+            .ok_or_else(|| Error::unavailable("no runner connector is configured on this server"))?
+            .connect(runner)
     }
 
     /// Returns whether identity `caller_id` is a cluster admin.

@@ -373,7 +373,12 @@ fn unused<T>() -> RunnerFuture<'static, T> {
 
 impl Runner for FixedLogsRunner {
     fn ready(&self) -> RunnerFuture<'_, runner_pb::ReadyResponse> {
-        unused()
+        Box::pin(async {
+            Ok(runner_pb::ReadyResponse {
+                status: "ok".to_string(),
+                ..Default::default()
+            })
+        })
     }
 
     fn start_workload(
