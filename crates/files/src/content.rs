@@ -47,6 +47,8 @@ impl Files {
         // Rounded up to whole seconds, so a link never lives shorter than
         // requested.
         let expires_at = (now + lifetime).as_secs_f64().ceil() as i64;
+        // NOTE: the S3 store uses this signed route as well, not a presigned
+        // S3 URL, so S3 downloads also stream through this server.
         let signature = self.download_key.sign(&record.id, expires_at);
         Ok(DownloadUrl {
             url: format!(

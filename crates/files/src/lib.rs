@@ -1,11 +1,12 @@
 //! Files: uploaded blobs, their metadata and signed download links.
 //!
 //! [`Files`] contains the logic and storage. The content lives in an
-//! [`ObjectStore`] under the file id ([`LocalStore`] keeps it under the
-//! data directory), and the metadata row is inserted only after the object
-//! is complete, so a failed or aborted upload leaves no row. [`service`]
-//! serves `FilesService` and `FilesGateway`, and [`Files::router`] serves
-//! the HTTP upload route and the signed download route.
+//! [`ObjectStore`] under the file id: [`LocalStore`] keeps it under the
+//! data directory and [`S3Store`] in an S3-compatible bucket. The metadata
+//! row is inserted only after the object is complete, so a failed or
+//! aborted upload leaves no row. [`service`] serves `FilesService` and
+//! `FilesGateway`, and [`Files::router`] serves the HTTP upload route and
+//! the signed download route.
 
 #![allow(refining_impl_trait_internal, refining_impl_trait_reachable)]
 
@@ -29,7 +30,9 @@ use agyn_store::Db;
 
 pub use content::{DEFAULT_LINK_LIFETIME, DownloadUrl, MAX_LINK_LIFETIME, ORPHAN_AGE};
 pub use model::{FileRecord, UploadMetadata};
-pub use objects::{LocalStore, ObjectStore, ObjectStream, StagedObject};
+pub use objects::{
+    LocalStore, ObjectStore, ObjectStream, PART_BYTES, S3Settings, S3Store, StagedObject,
+};
 pub use signing::DownloadKey;
 
 /// Default of `files.max_upload_bytes`: 20 MiB.

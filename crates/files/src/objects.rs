@@ -4,6 +4,7 @@
 //! [`StagedObject::commit`], so a reader never sees a partial object.
 
 mod local;
+mod s3;
 
 use std::io;
 use std::ops::Range;
@@ -14,6 +15,7 @@ use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 
 pub use local::LocalStore;
+pub use s3::{PART_BYTES, S3Settings, S3Store};
 
 /// Content of an object as a stream of pieces of at most
 /// [`crate::CONTENT_CHUNK_BYTES`].

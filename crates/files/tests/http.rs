@@ -13,16 +13,8 @@ use serde_json::Value;
 use support::*;
 
 async fn upload(w: &World, caller: &agyn_core::Caller, name: &str, content: &[u8]) -> pb::FileInfo {
-    w.gateway()
-        .upload_file_with_options(
-            connectrpc::stream_iter(upload_frames(name, content, 10_000)),
-            bearer(caller),
-        )
+    w.upload(bearer(caller), upload_frames(name, content, 10_000))
         .await
-        .unwrap()
-        .into_owned()
-        .file
-        .into_option()
         .unwrap()
 }
 

@@ -25,42 +25,6 @@ fn error_info(error: &ConnectError) -> ErrorInfo {
     <ErrorInfo as buffa::Message>::decode_from_slice(&bytes).unwrap()
 }
 
-/// Uploads `frames` through the gateway as `caller`.
-async fn upload(
-    w: &World,
-    options: CallOptions,
-    frames: Vec<pb::UploadFileRequest>,
-) -> Result<pb::FileInfo, ConnectError> {
-    let response = w
-        .gateway()
-        .upload_file_with_options(connectrpc::stream_iter(frames), options)
-        .await?;
-    Ok(response.into_owned().file.into_option().unwrap())
-}
-
-/// Reads a file through GetFileContent and returns its pieces.
-async fn content_pieces(
-    w: &World,
-    options: CallOptions,
-    id: &str,
-) -> Result<Vec<Vec<u8>>, ConnectError> {
-    let mut stream = w
-        .gateway()
-        .get_file_content_with_options(
-            pb::GetFileContentRequest {
-                id: id.to_string(),
-                ..Default::default()
-            },
-            options,
-        )
-        .await?;
-    let mut pieces = Vec::new();
-    while let Some(message) = stream.message().await? {
-        pieces.push(message.view().chunk_data.to_vec());
-    }
-    Ok(pieces)
-}
-
 async fn metadata(w: &World, options: CallOptions, id: &str) -> Result<pb::FileInfo, ConnectError> {
     let response = w
         .gateway()
@@ -80,13 +44,10 @@ async fn upload_round_trip(backend: Backend) {
     let alice = w.user("alice").await;
     let content = pattern(200_000);
 
-    let file = upload(
-        &w,
-        bearer(&alice),
-        upload_frames("notes.txt", &content, 7_000),
-    )
-    .await
-    .unwrap();
+    let file = w
+        .upload(bearer(&alice), upload_frames("notes.txt", &content, 7_000))
+        .await
+        .unwrap();
     assert_eq!(file.filename, "notes.txt");
     assert_eq!(file.content_type, "application/octet-stream");
     assert_eq!(file.size_bytes, 200_000);
@@ -98,7 +59,8 @@ async fn upload_round_trip(backend: Backend) {
     let read = metadata(&w, bearer(&alice), &file.meta.id).await.unwrap();
     assert_eq!(read, file);
 
-    let pieces = content_pieces(&w, bearer(&alice), &file.meta.id)
+    let pieces = w
+        .content_pieces(bearer(&alice), &file.meta.id)
         .await
         .unwrap();
     let sizes: Vec<usize> = pieces.iter().map(Vec::len).collect();
@@ -130,11 +92,12 @@ async fn empty_file_has_no_pieces(backend: Backend) {
     })];
     frames.push(chunk_frame(b""));
 
-    let file = upload(&w, bearer(&alice), frames).await.unwrap();
+    let file = w.upload(bearer(&alice), frames).await.unwrap();
     assert_eq!(file.size_bytes, 0);
     assert_eq!(file.content_type, "text/plain; charset=utf-8");
     assert_eq!(file.sha256, sha256_hex(b""));
-    let pieces = content_pieces(&w, bearer(&alice), &file.meta.id)
+    let pieces = w
+        .content_pieces(bearer(&alice), &file.meta.id)
         .await
         .unwrap();
     assert!(pieces.is_empty(), "{pieces:?}");
@@ -176,7 +139,7 @@ async fn frame_order_errors(backend: Backend) {
         ),
     ];
     for (frames, message) in cases {
-        let error = upload(&w, bearer(&alice), frames).await.unwrap_err();
+        let error = w.upload(bearer(&alice), frames).await.unwrap_err();
         assert_eq!(
             error.code,
             ErrorCode::InvalidArgument,
@@ -189,9 +152,7 @@ async fn frame_order_errors(backend: Backend) {
         content_type: "not a type".to_string(),
         ..Default::default()
     });
-    let error = upload(&w, bearer(&alice), vec![bad_type])
-        .await
-        .unwrap_err();
+    let error = w.upload(bearer(&alice), vec![bad_type]).await.unwrap_err();
     assert_eq!(error.code, ErrorCode::InvalidArgument);
     assert_eq!(w.file_rows().await, 0);
     w.wait_until_store_empty().await;
@@ -199,7 +160,8 @@ async fn frame_order_errors(backend: Backend) {
 
 async fn upload_needs_identity(backend: Backend) {
     let w = World::new(backend).await;
-    let error = upload(&w, CallOptions::default(), upload_frames("a", b"abc", 3))
+    let error = w
+        .upload(CallOptions::default(), upload_frames("a", b"abc", 3))
         .await
         .unwrap_err();
     assert_eq!(error.code, ErrorCode::Unauthenticated);
@@ -212,7 +174,7 @@ async fn over_limit_leaves_nothing(backend: Backend) {
 
     // Declared size one byte over the limit: rejected before any chunk.
     let declared = upload_frames("big", &pattern(1_001), 500);
-    let error = upload(&w, bearer(&alice), declared).await.unwrap_err();
+    let error = w.upload(bearer(&alice), declared).await.unwrap_err();
     assert_eq!(error.code, ErrorCode::ResourceExhausted);
     assert_eq!(
         error.message.as_deref(),
@@ -228,59 +190,29 @@ async fn over_limit_leaves_nothing(backend: Backend) {
     // Undeclared size: the running total passes the limit mid-stream.
     let mut undeclared = vec![metadata_frame("big", 0)];
     undeclared.extend(pattern(1_001).chunks(400).map(chunk_frame));
-    let error = upload(&w, bearer(&alice), undeclared).await.unwrap_err();
+    let error = w.upload(bearer(&alice), undeclared).await.unwrap_err();
     assert_eq!(error.code, ErrorCode::ResourceExhausted);
     assert_eq!(error_info(&error).reason, "FILE_TOO_LARGE");
 
     // Exactly at the limit is accepted.
-    let at_limit = upload(
-        &w,
-        bearer(&alice),
-        upload_frames("ok", &pattern(1_000), 300),
-    )
-    .await
-    .unwrap();
+    let at_limit = w
+        .upload(bearer(&alice), upload_frames("ok", &pattern(1_000), 300))
+        .await
+        .unwrap();
     assert_eq!(at_limit.size_bytes, 1_000);
     assert_eq!(w.file_rows().await, 1);
     assert_eq!(w.stored_objects().len(), 1, "{:?}", w.stored_objects());
 }
 
-/// Returns a Connect streaming envelope of one message.
-fn envelope(frame: &pb::UploadFileRequest) -> Vec<u8> {
-    let message = buffa::Message::encode_to_vec(frame);
-    let mut envelope = vec![0];
-    envelope.extend_from_slice(&(message.len() as u32).to_be_bytes());
-    envelope.extend_from_slice(&message);
-    envelope
-}
-
 async fn cut_stream_leaves_nothing(backend: Backend) {
-    use tokio::io::AsyncWriteExt as _;
-
     let w = World::new(backend).await;
     let alice = w.user("alice").await;
-    // A Connect streaming request over HTTP/1.1 with a chunked body, so
-    // that closing the socket cuts the body mid-way.
-    let host = w.address.trim_start_matches("http://");
-    let mut socket = tokio::net::TcpStream::connect(host).await.unwrap();
-    let head = format!(
-        "POST /agynio.api.files.v1.FilesGateway/UploadFile HTTP/1.1\r\n\
-         host: {host}\r\n\
-         content-type: application/connect+proto\r\n\
-         authorization: {}\r\n\
-         transfer-encoding: chunked\r\n\r\n",
-        bearer_header(&alice)
-    );
-    socket.write_all(head.as_bytes()).await.unwrap();
-    let mut body = envelope(&metadata_frame("partial", 0));
-    body.extend(envelope(&chunk_frame(&pattern(100_000))));
-    socket
-        .write_all(format!("{:x}\r\n", body.len()).as_bytes())
-        .await
-        .unwrap();
-    socket.write_all(&body).await.unwrap();
-    socket.write_all(b"\r\n").await.unwrap();
-    socket.flush().await.unwrap();
+    let socket = open_upload(
+        &w,
+        &alice,
+        &[metadata_frame("partial", 0), chunk_frame(&pattern(100_000))],
+    )
+    .await;
 
     // Wait until the server staged the upload, then close the connection
     // without ending the body.
@@ -312,8 +244,8 @@ async fn request_id_replays_first_upload(backend: Backend) {
         frames
     };
 
-    let first = upload(&w, bearer(&alice), frames(b"first")).await.unwrap();
-    let second = upload(&w, bearer(&alice), frames(b"second")).await.unwrap();
+    let first = w.upload(bearer(&alice), frames(b"first")).await.unwrap();
+    let second = w.upload(bearer(&alice), frames(b"second")).await.unwrap();
     assert_eq!(second, first);
     assert_eq!(w.file_rows().await, 1);
     assert_eq!(w.stored_objects().len(), 1);
@@ -323,7 +255,7 @@ async fn request_id_replays_first_upload(backend: Backend) {
         request_id: "upload-1".to_string(),
         ..Default::default()
     });
-    let error = upload(&w, bearer(&alice), vec![reused]).await.unwrap_err();
+    let error = w.upload(bearer(&alice), vec![reused]).await.unwrap_err();
     assert_eq!(error.code, ErrorCode::AlreadyExists);
     assert_eq!(error_info(&error).reason, "IDEMPOTENCY_KEY_REUSED");
 }
@@ -337,7 +269,8 @@ async fn read_rule(backend: Backend) {
     let org = w.org(&owner, "Acme").await;
     w.join(&org, &owner, &member).await;
 
-    let private = upload(&w, bearer(&member), upload_frames("private", b"p", 1))
+    let private = w
+        .upload(bearer(&member), upload_frames("private", b"p", 1))
         .await
         .unwrap();
     let mut org_frames = vec![metadata_frame_with(pb::UploadFileMetadata {
@@ -346,7 +279,7 @@ async fn read_rule(backend: Backend) {
         ..Default::default()
     })];
     org_frames.push(chunk_frame(b"s"));
-    let shared = upload(&w, bearer(&member), org_frames).await.unwrap();
+    let shared = w.upload(bearer(&member), org_frames).await.unwrap();
     assert_eq!(shared.organization_id, org);
 
     // The uploader reads both, an organization reader reads the
@@ -365,7 +298,8 @@ async fn read_rule(backend: Backend) {
         error.message.as_deref(),
         Some(format!("permission denied: can_read on file {}", private.meta.id).as_str())
     );
-    let error = content_pieces(&w, bearer(&stranger), &shared.meta.id)
+    let error = w
+        .content_pieces(bearer(&stranger), &shared.meta.id)
         .await
         .unwrap_err();
     assert_eq!(error.code, ErrorCode::PermissionDenied);
@@ -383,7 +317,8 @@ async fn read_rule(backend: Backend) {
             .await
             .is_ok()
     );
-    let pieces = content_pieces(&w, bearer(&reader), &private.meta.id)
+    let pieces = w
+        .content_pieces(bearer(&reader), &private.meta.id)
         .await
         .unwrap();
     assert_eq!(pieces.concat(), b"p");
@@ -409,7 +344,8 @@ async fn lookup_errors(backend: Backend) {
         error.message.as_deref(),
         Some(format!("file {missing} not found").as_str())
     );
-    let error = content_pieces(&w, bearer(&alice), &missing)
+    let error = w
+        .content_pieces(bearer(&alice), &missing)
         .await
         .unwrap_err();
     assert_eq!(error.code, ErrorCode::NotFound);
@@ -428,16 +364,15 @@ async fn organization_upload_checks(backend: Backend) {
         })]
     };
 
-    let error = upload(&w, bearer(&stranger), frames(&org))
-        .await
-        .unwrap_err();
+    let error = w.upload(bearer(&stranger), frames(&org)).await.unwrap_err();
     assert_eq!(error.code, ErrorCode::PermissionDenied);
     let unknown = agyn_core::id::new_id();
-    let error = upload(&w, bearer(&owner), frames(&unknown))
+    let error = w
+        .upload(bearer(&owner), frames(&unknown))
         .await
         .unwrap_err();
     assert_eq!(error.code, ErrorCode::NotFound);
-    let error = upload(&w, bearer(&owner), frames("bad")).await.unwrap_err();
+    let error = w.upload(bearer(&owner), frames("bad")).await.unwrap_err();
     assert_eq!(error.code, ErrorCode::InvalidArgument);
     assert_eq!(
         error.message.as_deref(),

@@ -1,7 +1,7 @@
-//! Shared setup: a platform database with users and organizations, the
-//! files service over a local object store in a temp directory, and an
-//! in-process server on loopback that serves both Connect services and the
-//! HTTP routes.
+//! Shared setup: a platform database with users and organizations, and
+//! the files service over a local object store in a temp directory or an
+//! S3 bucket on a moto server. An in-process server on loopback serves
+//! both Connect services and the HTTP routes.
 //!
 //! The server replaces the gateway's authentication: the bearer value
 //! `user:<id>` makes the caller that user, and any other request carries
@@ -16,12 +16,13 @@ use agyn_api_files::agynio::api::files::v1::{self as pb, FilesGatewayClient, Fil
 use agyn_authz::{Authorizer, ObjectRef, Tuple};
 use agyn_core::{Caller, CredentialKind, IdentityKind};
 use agyn_files::service::{FilesGatewayRpc, FilesRpc};
-use agyn_files::{DownloadKey, Files, LocalStore};
+use agyn_files::{DownloadKey, Files, LocalStore, ObjectStore};
 use agyn_orgs::ops::MembershipInput;
 use agyn_orgs::{Organizations, Role};
 use agyn_store::sqlx::{self, Row};
 use agyn_store::{Backend, Db};
 use agyn_users::Users;
+use connectrpc::ConnectError;
 use connectrpc::client::{CallOptions, ClientConfig, HttpClient};
 use pb::__buffa::oneof::upload_file_request::Payload;
 
@@ -61,16 +62,27 @@ impl World {
     }
 
     pub async fn with_limit(backend: Backend, max_upload_bytes: u64) -> Self {
-        let db = agyn_store::testing::fresh(backend).await;
-        let orgs = Organizations::new(db.clone(), Vec::new());
         let data_dir = tempfile::tempdir().unwrap();
         let store = LocalStore::open(data_dir.path()).await.unwrap();
+        Self::build(backend, max_upload_bytes, Arc::new(store), data_dir).await
+    }
+
+    /// Starts a server over `store`. `data_dir` is kept for the life of the
+    /// world.
+    pub async fn build(
+        backend: Backend,
+        max_upload_bytes: u64,
+        store: Arc<dyn ObjectStore>,
+        data_dir: tempfile::TempDir,
+    ) -> Self {
+        let db = agyn_store::testing::fresh(backend).await;
+        let orgs = Organizations::new(db.clone(), Vec::new());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = format!("http://{}", listener.local_addr().unwrap());
         let files = Files::new(
             db.clone(),
             orgs.clone(),
-            Arc::new(store),
+            store,
             DownloadKey::derive(&MASTER_KEY),
             &address,
         )
@@ -105,6 +117,40 @@ impl World {
             HttpClient::plaintext(),
             ClientConfig::new(self.address.parse().unwrap()),
         )
+    }
+
+    /// Uploads `frames` through the gateway.
+    pub async fn upload(
+        &self,
+        options: CallOptions,
+        frames: Vec<pb::UploadFileRequest>,
+    ) -> Result<pb::FileInfo, ConnectError> {
+        let response = self
+            .gateway()
+            .upload_file_with_options(connectrpc::stream_iter(frames), options)
+            .await?;
+        Ok(response.into_owned().file.into_option().unwrap())
+    }
+
+    /// Reads a file through GetFileContent and returns its pieces.
+    pub async fn content_pieces(
+        &self,
+        options: CallOptions,
+        id: &str,
+    ) -> Result<Vec<Vec<u8>>, ConnectError> {
+        let request = pb::GetFileContentRequest {
+            id: id.to_string(),
+            ..Default::default()
+        };
+        let mut stream = self
+            .gateway()
+            .get_file_content_with_options(request, options)
+            .await?;
+        let mut pieces = Vec::new();
+        while let Some(message) = stream.message().await? {
+            pieces.push(message.view().chunk_data.to_vec());
+        }
+        Ok(pieces)
     }
 
     pub async fn user(&self, name: &str) -> Caller {
@@ -160,6 +206,7 @@ impl World {
         let thread_id = agyn_core::id::new_id();
         let message_id = agyn_core::id::new_id();
         let now = agyn_core::time::now_micros();
+
         sqlx::query(
             "INSERT INTO threads (id, organization_id, status, message_count, created_at, \
              updated_at) VALUES ($1, $2, 'active', 1, $3, $3)",
@@ -187,6 +234,7 @@ impl World {
             .execute(self.db.pool())
             .await
             .unwrap();
+
         let thread = ObjectRef::new("thread", &thread_id);
         Authorizer::new(self.db.clone())
             .write(
@@ -246,6 +294,149 @@ fn collect_files(dir: &Path, found: &mut Vec<PathBuf>) {
             found.push(path);
         }
     }
+}
+
+/// Returns a Connect streaming envelope of one message.
+fn envelope(frame: &pb::UploadFileRequest) -> Vec<u8> {
+    let message = buffa::Message::encode_to_vec(frame);
+    let mut envelope = vec![0];
+    envelope.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    envelope.extend_from_slice(&message);
+    envelope
+}
+
+/// Sends the start of an UploadFile call with `frames` as a Connect
+/// streaming request over HTTP/1.1 with a chunked body, and returns the
+/// socket with the body still open. Dropping the socket cuts the upload.
+pub async fn open_upload(
+    w: &World,
+    caller: &Caller,
+    frames: &[pb::UploadFileRequest],
+) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt as _;
+
+    let host = w.address.trim_start_matches("http://");
+    let mut socket = tokio::net::TcpStream::connect(host).await.unwrap();
+    let head = format!(
+        "POST /agynio.api.files.v1.FilesGateway/UploadFile HTTP/1.1\r\n\
+         host: {host}\r\n\
+         content-type: application/connect+proto\r\n\
+         authorization: {}\r\n\
+         transfer-encoding: chunked\r\n\r\n",
+        bearer_header(caller)
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    for frame in frames {
+        let body = envelope(frame);
+        let size = format!("{:x}\r\n", body.len());
+        socket.write_all(size.as_bytes()).await.unwrap();
+        socket.write_all(&body).await.unwrap();
+        socket.write_all(b"\r\n").await.unwrap();
+    }
+    socket.flush().await.unwrap();
+    socket
+}
+
+/// A moto S3 server on a free loopback port, stopped on drop. Moto comes
+/// from the test virtual environment (`AGYN_TEST_VENV`, default
+/// `.venv-tests` in the repository root).
+pub struct MotoServer {
+    pub endpoint: String,
+    child: std::process::Child,
+}
+
+impl MotoServer {
+    pub async fn start() -> Self {
+        let repository = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let venv = std::env::var("AGYN_TEST_VENV")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| repository.join(".venv-tests"));
+        let program = venv.join("bin/moto_server");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new(&program)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|error| {
+                panic!(
+                    "S3 tests need moto at {}: {error}; install it with \
+                     `.venv-tests/bin/pip install -r tests/python/requirements.txt`",
+                    program.display()
+                )
+            });
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let server = Self { endpoint, child };
+        for _ in 0..200 {
+            if reqwest::get(&server.endpoint).await.is_ok() {
+                return server;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("moto did not start on {}", server.endpoint);
+    }
+
+    /// Creates `bucket` and returns a store over it.
+    pub async fn bucket(&self, bucket: &str) -> agyn_files::S3Store {
+        let response = reqwest::Client::new()
+            .put(format!("{}/{bucket}", self.endpoint))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "create bucket: {response:?}"
+        );
+        agyn_files::S3Store::new(&agyn_files::S3Settings {
+            bucket: bucket.to_string(),
+            endpoint: Some(self.endpoint.clone()),
+            region: Some("us-east-1".to_string()),
+            access_key_id: Some("testing".to_string()),
+            secret_access_key: Some(agyn_core::Secret::new("testing".to_string())),
+        })
+        .unwrap()
+    }
+
+    /// Returns the keys of the objects in `bucket`.
+    pub async fn keys(&self, bucket: &str) -> Vec<String> {
+        let listing = self.get_text(&format!("{bucket}?list-type=2")).await;
+        xml_values(&listing, "Key")
+    }
+
+    /// Returns the ids of the multipart uploads still open in `bucket`.
+    pub async fn open_uploads(&self, bucket: &str) -> Vec<String> {
+        let listing = self.get_text(&format!("{bucket}?uploads")).await;
+        xml_values(&listing, "UploadId")
+    }
+
+    async fn get_text(&self, path: &str) -> String {
+        let response = reqwest::get(format!("{}/{path}", self.endpoint))
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "GET {path}: {response:?}");
+        response.text().await.unwrap()
+    }
+}
+
+impl Drop for MotoServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Returns the text of every `<tag>` element of an S3 XML listing.
+fn xml_values(xml: &str, tag: &str) -> Vec<String> {
+    let open = format!("<{tag}>");
+    let close = format!("</{tag}>");
+    xml.split(&open)
+        .skip(1)
+        .filter_map(|rest| rest.split_once(&close).map(|(value, _)| value.to_string()))
+        .collect()
 }
 
 pub fn user_caller(id: &str) -> Caller {
