@@ -204,15 +204,15 @@ describe("UsersGateway end to end", () => {
           });
         }
 
-        test("GetAgent is unimplemented", async () => {
+        test("GetAgent of an unknown id is not found", async () => {
           const err = await callError(
             agents().getAgent(
               { id: "00000000-0000-7000-8000-000000000000" },
               bearer(server.adminToken),
             ),
           );
-          assertCode(err, Code.Unimplemented);
-          assert.match(err.rawMessage, /agynio\.api\.agents\.v1\.AgentsGateway\/GetAgent/);
+          assertCode(err, Code.NotFound);
+          assert.match(err.rawMessage, /agent 00000000-0000-7000-8000-000000000000 not found/);
         });
       });
     }

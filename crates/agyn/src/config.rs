@@ -53,6 +53,30 @@ pub struct ServeArgs {
     /// Comma-separated DNS names and IP addresses of the issued listener certificate [default: localhost,127.0.0.1].
     #[arg(long, env = "AGYN_TLS_HOSTNAMES", value_delimiter = ',')]
     pub tls_hostnames: Option<Vec<String>>,
+    /// Where file contents are stored: `local` (under <data_dir>/files) or `s3` [default: local].
+    #[arg(long, env = "AGYN_FILES_BACKEND")]
+    pub files_backend: Option<String>,
+    /// S3 bucket for file contents (with --files-backend s3).
+    #[arg(long, env = "AGYN_FILES_S3_BUCKET")]
+    pub files_s3_bucket: Option<String>,
+    /// Endpoint of an S3-compatible server, such as http://127.0.0.1:9000 [default: AWS].
+    #[arg(long, env = "AGYN_FILES_S3_ENDPOINT")]
+    pub files_s3_endpoint: Option<String>,
+    /// S3 region [default: the AWS_REGION environment variable, else us-east-1].
+    #[arg(long, env = "AGYN_FILES_S3_REGION")]
+    pub files_s3_region: Option<String>,
+    /// S3 access key id [default: the AWS environment variables].
+    #[arg(long, env = "AGYN_FILES_S3_ACCESS_KEY_ID")]
+    pub files_s3_access_key_id: Option<String>,
+    /// S3 secret access key [default: the AWS environment variables].
+    #[arg(long, env = "AGYN_FILES_S3_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub files_s3_secret_access_key: Option<String>,
+    /// Largest file UploadFile accepts, in bytes [default: 20971520].
+    #[arg(long, env = "AGYN_FILES_MAX_UPLOAD_BYTES")]
+    pub files_max_upload_bytes: Option<u64>,
+    /// How long spans are kept, such as 14d, 36h or 3600s [default: 14d].
+    #[arg(long, env = "AGYN_TRACING_RETENTION")]
+    pub tracing_retention: Option<String>,
     /// Run the built-in runner in this process, which runs workloads as local processes [default: true].
     #[arg(long, env = "AGYN_RUNNER_BUILTIN", value_name = "BOOL", action = clap::ArgAction::Set)]
     pub runner_builtin: Option<bool>,
@@ -105,6 +129,32 @@ struct FileConfig {
     tls: Option<TlsFile>,
     oidc: Option<OidcFile>,
     runner: Option<RunnerFile>,
+    files: Option<FilesFile>,
+    tracing: Option<TracingFile>,
+}
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+struct FilesFile {
+    backend: Option<String>,
+    max_upload_bytes: Option<u64>,
+    s3: Option<S3File>,
+}
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+struct S3File {
+    bucket: Option<String>,
+    endpoint: Option<String>,
+    region: Option<String>,
+    access_key_id: Option<String>,
+    secret_access_key: Option<String>,
+}
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+struct TracingFile {
+    retention: Option<String>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -177,6 +227,13 @@ pub struct Config {
     /// Whether this process runs the built-in runner, whose state lives
     /// in `<data_dir>/runner`.
     pub runner_builtin: bool,
+    /// External base URL that download links start with.
+    pub public_url: String,
+    /// Where file contents live: `None` for `<data_dir>/files`, or S3.
+    pub files_s3: Option<agyn_files::S3Settings>,
+    pub files_max_upload_bytes: u64,
+    /// Age after which spans are deleted.
+    pub tracing_retention: std::time::Duration,
 }
 
 impl Config {
@@ -263,6 +320,47 @@ impl Config {
             .runner_builtin
             .or(file.runner.and_then(|runner| runner.builtin))
             .unwrap_or(true);
+        let files_file = file.files.unwrap_or_default();
+        let s3_file = files_file.s3.unwrap_or_default();
+        let files_s3 = match args
+            .files_backend
+            .or(files_file.backend)
+            .as_deref()
+            .unwrap_or("local")
+        {
+            "local" => None,
+            "s3" => Some(agyn_files::S3Settings {
+                bucket: args
+                    .files_s3_bucket
+                    .or(s3_file.bucket)
+                    .filter(|bucket| !bucket.is_empty())
+                    .ok_or("files_backend s3 needs files_s3_bucket")?,
+                endpoint: args.files_s3_endpoint.or(s3_file.endpoint),
+                region: args.files_s3_region.or(s3_file.region),
+                access_key_id: args.files_s3_access_key_id.or(s3_file.access_key_id),
+                secret_access_key: args
+                    .files_s3_secret_access_key
+                    .or(s3_file.secret_access_key)
+                    .map(agyn_core::Secret::new),
+            }),
+            other => {
+                return Err(format!("invalid files_backend {other:?}: use local or s3"));
+            }
+        };
+        let files_max_upload_bytes = args
+            .files_max_upload_bytes
+            .or(files_file.max_upload_bytes)
+            .unwrap_or(agyn_files::DEFAULT_MAX_UPLOAD_BYTES);
+        if files_max_upload_bytes == 0 {
+            return Err("files_max_upload_bytes must be at least 1".to_string());
+        }
+        let tracing_retention = match args
+            .tracing_retention
+            .or(file.tracing.and_then(|tracing| tracing.retention))
+        {
+            Some(text) => parse_duration("tracing_retention", &text)?,
+            None => agyn_tracing::DEFAULT_RETENTION,
+        };
         Ok(Self {
             data_dir,
             database_url,
@@ -277,7 +375,32 @@ impl Config {
             tls,
             oidc,
             runner_builtin,
+            public_url,
+            files_s3,
+            files_max_upload_bytes,
+            tracing_retention,
         })
+    }
+}
+
+/// Parses a duration such as `14d`, `36h`, `90m` or `3600s`.
+fn parse_duration(key: &str, text: &str) -> Result<std::time::Duration, String> {
+    let invalid = || format!("invalid {key} {text:?}: use a number with s, m, h or d, such as 14d");
+    let unit_at = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(invalid)?;
+    let (number, unit) = text.split_at(unit_at);
+    let number: u64 = number.parse().map_err(|_| invalid())?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(invalid()),
+    };
+    match number.checked_mul(seconds) {
+        Some(total) if total > 0 => Ok(std::time::Duration::from_secs(total)),
+        _ => Err(invalid()),
     }
 }
 

@@ -18,6 +18,9 @@ use crate::config::Config;
 /// A second signal, or the end of this period, stops the process at once.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
+/// Time between two passes of the file object sweep and span retention.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(600);
+
 pub async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     tracing::info!(
         data_dir = %config.data_dir.display(),
@@ -58,7 +61,29 @@ pub async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     if config.redis_url.is_some() {
         tracing::info!("Events are shared with other replicas through Redis");
     }
-    let mut platform = Platform::new(db.clone(), pki.clone(), master_key.clone(), events);
+    let objects: std::sync::Arc<dyn agyn_files::ObjectStore> = match &config.files_s3 {
+        Some(settings) => std::sync::Arc::new(
+            agyn_files::S3Store::new(settings)
+                .map_err(|error| format!("invalid S3 settings for files: {error}"))?,
+        ),
+        None => std::sync::Arc::new(
+            agyn_files::LocalStore::open(&config.data_dir)
+                .await
+                .map_err(|error| format!("failed to open the file store: {error}"))?,
+        ),
+    };
+    let mut platform = Platform::new(
+        db.clone(),
+        pki.clone(),
+        master_key.clone(),
+        events,
+        objects,
+        &config.public_url,
+    );
+    platform.files = platform
+        .files
+        .clone()
+        .with_max_upload_bytes(config.files_max_upload_bytes);
     platform.cors_origins = config.cors_allowed_origins.clone();
     let users = platform.users.clone();
     let bootstrap = users
@@ -81,6 +106,12 @@ pub async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         let runner = start_builtin_runner(&platform, &config.data_dir).await?;
         platform.builtin_runner = Some(runner);
     }
+    let proxy_identity = issue_component(&pki, "gateway").await?;
+    let proxy_key = proxy_identity
+        .private_key_pem
+        .ok_or("the gateway certificate was issued without a key")?;
+    platform.app_proxy_tls =
+        Some(pki.client_config(&proxy_identity.certificate_pem, proxy_key.expose())?);
     let dialer = issue_component(&pki, "runners").await?;
     platform.connector.set_client_identity(
         dialer.certificate_pem,
@@ -150,6 +181,28 @@ pub async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         }
     });
 
+    let files = platform.files.clone();
+    let tracing_store = platform.tracing.clone();
+    let retention = config.tracing_retention;
+    let housekeeping = tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(HOUSEKEEPING_INTERVAL);
+        loop {
+            ticks.tick().await;
+            match files.sweep_orphans().await {
+                Ok(0) => {}
+                Ok(removed) => {
+                    tracing::info!(removed, "Removed file objects left by failed uploads")
+                }
+                Err(error) => tracing::warn!(%error, "File object sweep failed"),
+            }
+            match tracing_store.prune(retention).await {
+                Ok(0) => {}
+                Ok(deleted) => tracing::info!(deleted, "Deleted spans past their retention"),
+                Err(error) => tracing::warn!(%error, "Span retention pass failed"),
+            }
+        }
+    });
+
     let signal = shutdown_signal().await;
     tracing::info!(signal, grace_s = SHUTDOWN_GRACE.as_secs(), "Shutting down");
     let _ = shutdown_tx.send(true);
@@ -172,6 +225,7 @@ pub async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     }
     purges.abort();
     probes.abort();
+    housekeeping.abort();
     db.close().await;
     tracing::info!("Stopped");
     Ok(())

@@ -3,13 +3,12 @@
 
 mod support;
 
-use agyn_api_apps::agynio::api::apps::v1::{AppsGatewayClient, GetAppRequest};
 use agyn_api_users::agynio::api::users::v1::{
     ClusterRole, CreateAPITokenRequest, GetMeRequest, ListAPITokensRequest, RevokeAPITokenRequest,
     UsersServiceClient,
 };
 use connectrpc::client::{CallOptions, ClientConfig, HttpClient};
-use connectrpc::{ErrorCode, Protocol};
+use connectrpc::ErrorCode;
 use support::{Server, http_get, http_request};
 
 fn bearer(token: &str) -> CallOptions {
@@ -144,23 +143,9 @@ async fn token_lists_page_over_the_wire() {
 }
 
 #[tokio::test]
-async fn unbuilt_and_internal_methods() {
+async fn internal_methods_are_not_public() {
     let server = Server::start();
     let uri: http::Uri = server.base_url().parse().unwrap();
-    let apps = AppsGatewayClient::new(
-        HttpClient::plaintext_http2_only(),
-        ClientConfig::new(uri.clone()).with_protocol(Protocol::Grpc),
-    );
-    let error = apps
-        .get_app_with_options(GetAppRequest::default(), bearer(&server.admin_token))
-        .await
-        .unwrap_err();
-    assert_eq!(error.code, ErrorCode::Unimplemented);
-    assert_eq!(
-        error.message.as_deref(),
-        Some("agynio.api.apps.v1.AppsGateway/GetApp is not implemented yet")
-    );
-
     // Internal services are not routed on the public listener.
     let public_internal = UsersServiceClient::new(HttpClient::plaintext(), ClientConfig::new(uri));
     let error = public_internal

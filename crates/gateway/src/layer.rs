@@ -37,12 +37,17 @@ const IDENTITY_HEADER_PREFIX: &str = "x-identity-";
 const REQUEST_ID: &str = "x-request-id";
 
 /// Methods that need no credential: gRPC health and reflection, and
-/// runner enrollment, which authenticates by its service token.
+/// runner and app enrollment, which authenticate by their service token.
 fn is_anonymous(path: &str) -> bool {
     path.starts_with("/grpc.health.v1.Health/")
         || path.starts_with("/grpc.reflection.")
         || path == "/agynio.api.runners.v1.RunnersGateway/EnrollRunner"
+        || path == "/agynio.api.apps.v1.AppsGateway/EnrollApp"
 }
+
+/// Public methods that belong to no gateway service: OTLP trace ingest.
+const PUBLIC_NON_GATEWAY_METHODS: &[&str] =
+    &["/opentelemetry.proto.collector.trace.v1.TraceService/Export"];
 
 #[derive(Clone)]
 pub struct GatewayLayer {
@@ -76,7 +81,9 @@ impl GatewayLayer {
             .collect();
         let gateway_methods = agyn_api::GATEWAY_METHODS
             .iter()
-            .map(|(path, ..)| (*path, implemented.contains(*path)))
+            .map(|(path, ..)| *path)
+            .chain(PUBLIC_NON_GATEWAY_METHODS.iter().copied())
+            .map(|path| (path, implemented.contains(path)))
             .collect();
         Self {
             shared: Arc::new(Shared {
@@ -329,7 +336,7 @@ fn strip_api_prefix<B>(request: &mut Request<B>) {
     }
 }
 
-fn remove_identity_headers(headers: &mut HeaderMap) {
+pub(crate) fn remove_identity_headers(headers: &mut HeaderMap) {
     let forged: Vec<_> = headers
         .keys()
         .filter(|name| {

@@ -10,6 +10,7 @@ mod auth;
 pub mod connector;
 mod enroll;
 mod guard;
+mod http_auth;
 mod layer;
 mod llm_proxy;
 mod llm_usage;
@@ -23,8 +24,12 @@ use agyn_agents::service::{AgentsGatewayRpc, AgentsRpc};
 use agyn_api_agents::agynio::api::agents::v1::{
     AGENTS_GATEWAY_SERVICE_NAME, AGENTS_SERVICE_SERVICE_NAME,
 };
+use agyn_api_apps::agynio::api::apps::v1::{APPS_GATEWAY_SERVICE_NAME, APPS_SERVICE_SERVICE_NAME};
 use agyn_api_authorization::agynio::api::authorization::v1::AUTHORIZATION_SERVICE_SERVICE_NAME;
 use agyn_api_chat::agynio::api::chat::v1::{CHAT_GATEWAY_SERVICE_NAME, CHAT_SERVICE_SERVICE_NAME};
+use agyn_api_files::agynio::api::files::v1::{
+    FILES_GATEWAY_SERVICE_NAME, FILES_SERVICE_SERVICE_NAME,
+};
 use agyn_api_identity::agynio::api::identity::v1::IDENTITY_SERVICE_SERVICE_NAME;
 use agyn_api_llm::agynio::api::llm::v1::{LLM_GATEWAY_SERVICE_NAME, LLM_SERVICE_SERVICE_NAME};
 use agyn_api_notifications::agynio::api::notifications::v1::{
@@ -43,12 +48,17 @@ use agyn_api_secrets::agynio::api::secrets::v1::{
 use agyn_api_threads::agynio::api::threads::v1::{
     THREADS_GATEWAY_SERVICE_NAME, THREADS_SERVICE_SERVICE_NAME,
 };
+use agyn_api_tracing::agynio::api::tracing::v1::{
+    TRACING_GATEWAY_SERVICE_NAME, TRACING_SERVICE_SERVICE_NAME,
+};
 use agyn_api_users::agynio::api::users::v1::{
     USERS_GATEWAY_SERVICE_NAME, USERS_SERVICE_SERVICE_NAME,
 };
+use agyn_apps::service::{AppsGatewayRpc, AppsRpc};
 use agyn_authz::Authorizer;
 use agyn_authz::service::AuthorizationRpc;
 use agyn_chat::service::{ChatGatewayRpc, ChatRpc};
+use agyn_files::service::{FilesGatewayRpc, FilesRpc};
 use agyn_llm::service::{LlmGatewayRpc, LlmRpc};
 use agyn_notifications::service::{NotificationsGatewayRpc, NotificationsRpc};
 use agyn_orgs::Organizations;
@@ -57,6 +67,7 @@ use agyn_runners::service::{RunnersGatewayRpc, RunnersRpc};
 use agyn_secrets::service::{SecretsGatewayRpc, SecretsRpc};
 use agyn_store::Db;
 use agyn_threads::service::{ThreadsGatewayRpc, ThreadsRpc};
+use agyn_tracing::service::{TraceServiceRpc, TracingGatewayRpc, TracingRpc};
 use agyn_users::Users;
 use agyn_users::identity::IdentityRpc;
 use agyn_users::service::{UsersGatewayRpc, UsersRpc};
@@ -91,6 +102,16 @@ pub struct Platform {
     /// The runner connections of this process: its built-in runner in
     /// process, the others over mutual TLS.
     pub connector: PlatformConnector,
+    /// Uploaded files, their object store and signed download links.
+    pub files: agyn_files::Files,
+    /// Span ingest, span queries and run-event streams.
+    pub tracing: agyn_tracing::Tracing,
+    /// Apps, their installations and the app proxy.
+    pub apps: agyn_apps::Apps,
+    /// The client TLS configuration the app proxy presents to https app
+    /// endpoints (the `gateway` component certificate); `None` until
+    /// `agyn serve` issues it.
+    pub app_proxy_tls: Option<Arc<rustls::ClientConfig>>,
     /// The built-in runner this process hosts, served on the internal
     /// listener; `None` when it runs none.
     pub builtin_runner: Option<std::sync::Arc<dyn agyn_runner::Runner>>,
@@ -105,13 +126,16 @@ pub struct Platform {
 }
 
 impl Platform {
-    /// Assembles every service over one database, CA, master key and event
-    /// bus, with no CORS origins and no OIDC issuer.
+    /// Assembles every service over one database, CA, master key, event
+    /// bus and file object store, with no CORS origins and no OIDC issuer.
+    /// Download links start with `public_url`.
     pub fn new(
         db: Db,
         pki: agyn_pki::Pki,
         master_key: agyn_pki::MasterKey,
         events: agyn_events::Events,
+        objects: Arc<dyn agyn_files::ObjectStore>,
+        public_url: &str,
     ) -> Self {
         let users = Users::new(db.clone()).with_pki(pki.clone());
         // The organization purge runs these in its fixed step order.
@@ -122,6 +146,7 @@ impl Platform {
                 Arc::clone(&sink),
             )),
             Arc::new(agyn_runners::RunnersCleaner::new(db.clone(), pki.clone())),
+            Arc::new(agyn_apps::AppsCleaner::new(db.clone(), pki.clone())),
             Arc::new(agyn_chat::ChatCleaner::new(db.clone())),
             Arc::new(agyn_threads::ThreadsCleaner::new(db.clone())),
             Arc::new(agyn_llm::LlmCleaner::new(db.clone())),
@@ -132,6 +157,10 @@ impl Platform {
             .with_post_send_hook(Arc::new(agyn_chat::SummaryHook::new(db.clone())));
         let chat = agyn_chat::Chat::new(db.clone(), threads.clone());
         let llm = agyn_llm::Llm::new(db.clone(), master_key.clone(), orgs.clone());
+        let download_key =
+            agyn_files::DownloadKey::derive(master_key.derive_key("files.download").expose());
+        let files =
+            agyn_files::Files::new(db.clone(), orgs.clone(), objects, download_key, public_url);
         let secrets = agyn_secrets::Secrets::new(db.clone(), master_key, orgs.clone())
             .with_references(Arc::new(agyn_agents::AgentSecretReferences::new(
                 db.clone(),
@@ -140,8 +169,19 @@ impl Platform {
             .with_events(Arc::clone(&sink));
         let connector = PlatformConnector::default();
         let runners = agyn_runners::Runners::new(db.clone(), orgs.clone(), pki.clone())
-            .with_events(sink)
+            .with_events(Arc::clone(&sink))
             .with_connector(Arc::new(connector.clone()));
+        let tracing = agyn_tracing::Tracing::new(
+            db.clone(),
+            sink,
+            Arc::new(events.clone()),
+            Arc::new(agyn_tracing::PlatformDirectory::new(
+                agents.clone(),
+                threads.clone(),
+                runners.clone(),
+            )),
+        );
+        let apps = agyn_apps::Apps::new(db.clone(), orgs.clone(), pki.clone());
         let notifications =
             agyn_notifications::Notifications::new(events, Authorizer::new(db.clone()));
         Self {
@@ -155,6 +195,10 @@ impl Platform {
             agents,
             runners,
             connector,
+            files,
+            tracing,
+            apps,
+            app_proxy_tls: None,
             builtin_runner: None,
             pki,
             notifications,
@@ -185,7 +229,11 @@ pub fn public_app(platform: &Platform) -> axum::Router {
         .add_service(Arc::new(LlmGatewayRpc::new(platform.llm.clone())))
         .add_service(Arc::new(SecretsGatewayRpc::new(platform.secrets.clone())))
         .add_service(Arc::new(AgentsGatewayRpc::new(platform.agents.clone())))
-        .add_service(Arc::new(RunnersGatewayRpc::new(platform.runners.clone())));
+        .add_service(Arc::new(RunnersGatewayRpc::new(platform.runners.clone())))
+        .add_service(Arc::new(FilesGatewayRpc::new(platform.files.clone())))
+        .add_service(Arc::new(TracingGatewayRpc::new(platform.tracing.clone())))
+        .add_service(Arc::new(TraceServiceRpc::new(platform.tracing.clone())))
+        .add_service(Arc::new(AppsGatewayRpc::new(platform.apps.clone())));
     let rpc = rpc_service(
         Listener::Public,
         router,
@@ -199,6 +247,9 @@ pub fn public_app(platform: &Platform) -> axum::Router {
             SECRETS_GATEWAY_SERVICE_NAME,
             AGENTS_GATEWAY_SERVICE_NAME,
             RUNNERS_GATEWAY_SERVICE_NAME,
+            FILES_GATEWAY_SERVICE_NAME,
+            TRACING_GATEWAY_SERVICE_NAME,
+            APPS_GATEWAY_SERVICE_NAME,
         ],
         Some(public_service_names()),
         &[],
@@ -217,6 +268,20 @@ pub fn public_app(platform: &Platform) -> axum::Router {
     let proxy =
         llm_proxy::LlmProxy::new(gateway.clone(), platform.llm.clone(), platform.db.clone())
             .router();
+    // File transfers, OTLP over HTTP and the app proxy read their own
+    // bodies, so they also sit outside the Connect body guard.
+    let http_routes = platform
+        .files
+        .router()
+        .merge(agyn_tracing::http::otlp_router(platform.tracing.clone()))
+        .merge(
+            agyn_apps::AppProxy::new(platform.apps.clone(), platform.app_proxy_tls.clone())
+                .router(),
+        )
+        .layer(axum::middleware::from_fn_with_state(
+            gateway.clone(),
+            http_auth::attach_caller,
+        ));
     let rpc = axum::Router::new()
         .route("/healthz", get(healthz))
         .route("/api/healthz", get(healthz))
@@ -230,6 +295,7 @@ pub fn public_app(platform: &Platform) -> axum::Router {
         .fallback_service(rpc)
         .layer(axum::middleware::from_fn(guard::require_json_objects));
     proxy
+        .merge(http_routes)
         .merge(rpc)
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
             guard::BODY_IDLE_TIMEOUT,
@@ -255,6 +321,9 @@ pub fn internal_app(platform: &Platform) -> axum::Router {
         .add_service(Arc::new(SecretsRpc::new(platform.secrets.clone())))
         .add_service(Arc::new(AgentsRpc::new(platform.agents.clone())))
         .add_service(Arc::new(RunnersRpc::new(platform.runners.clone())))
+        .add_service(Arc::new(FilesRpc::new(platform.files.clone())))
+        .add_service(Arc::new(TracingRpc::new(platform.tracing.clone())))
+        .add_service(Arc::new(AppsRpc::new(platform.apps.clone())))
         .add_service(Arc::new(AuthorizationRpc::new(Authorizer::new(
             platform.db.clone(),
         ))));
@@ -269,6 +338,9 @@ pub fn internal_app(platform: &Platform) -> axum::Router {
         SECRETS_SERVICE_SERVICE_NAME,
         AGENTS_SERVICE_SERVICE_NAME,
         RUNNERS_SERVICE_SERVICE_NAME,
+        FILES_SERVICE_SERVICE_NAME,
+        TRACING_SERVICE_SERVICE_NAME,
+        APPS_SERVICE_SERVICE_NAME,
         AUTHORIZATION_SERVICE_SERVICE_NAME,
     ];
     let router = match &platform.builtin_runner {

@@ -271,6 +271,22 @@ const ALLOW_LIST: &[(&str, &[&str])] = &[
         "/agynio.api.runners.v1.RunnersService/DeleteOrganizationResources",
         &["organizations"],
     ),
+    (
+        "/agynio.api.apps.v1.AppsService/GetInstallationBySlug",
+        &["gateway"],
+    ),
+    (
+        "/agynio.api.apps.v1.AppsService/GetAppByIdentity",
+        &["gateway"],
+    ),
+    (
+        "/agynio.api.apps.v1.AppsService/DeleteOrganizationResources",
+        &["organizations"],
+    ),
+    (
+        "/agynio.api.files.v1.FilesService/GetFileMetadata",
+        &["gateway", "threads"],
+    ),
     // The built-in runner's protocol on the internal listener: lifecycle
     // calls come from the orchestrator, log streams from the runners
     // service.

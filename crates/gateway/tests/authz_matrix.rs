@@ -1405,12 +1405,15 @@ impl World {
             .unwrap();
         let events =
             agyn_events::Events::start(db.clone(), agyn_events::EventsConfig::default()).unwrap();
-        let platform = Platform::new(db, pki, master_key, events);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let files_dir =
+            std::env::temp_dir().join(format!("agyn-matrix-files-{}", agyn_core::id::new_id()));
+        let objects = std::sync::Arc::new(agyn_files::LocalStore::open(&files_dir).await.unwrap());
+        let platform = Platform::new(db, pki, master_key, events, objects, &base);
         let orgs = platform.orgs.clone();
         let users = platform.users.clone();
         let runners = platform.runners.clone();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
         let app = agyn_gateway::public_app(&platform);
         tokio::spawn(async move { axum::serve(listener, app).await });
         let mut principals = Vec::new();
