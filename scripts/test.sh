@@ -61,6 +61,9 @@ step "cargo fmt and clippy"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "Python test environment (the SDK suites, and moto for the S3 tests)"
+bash tests/python/venv.sh
+
 step "cargo test (SQLite and PostgreSQL)"
 cargo test --workspace --locked
 

@@ -18,7 +18,6 @@ cd "$repository_root"
 
 suite_dir=tests/python
 venv=${AGYN_TEST_VENV:-$repository_root/.venv-tests}
-requirements=$suite_dir/requirements.txt
 export AGYN_TEST_CANARY=${AGYN_TEST_CANARY:-agyn-canary-7c1f0e9b4d2a}
 # A log directory that this script creates is deleted after a passing run
 # and kept after a failure, for reading.
@@ -30,16 +29,7 @@ if [[ -z ${AGYN_TEST_LOG_DIR:-} ]]; then
 fi
 export PYTHONDONTWRITEBYTECODE=1
 
-if [[ ! -x $venv/bin/python ]]; then
-  "${PYTHON:-python3}" -m venv "$venv"
-fi
-# Reinstall only when requirements.txt changed since the last install.
-stamp=$venv/.requirements.sha256
-wanted=$(sha256sum "$requirements" | cut -d' ' -f1)
-if [[ ! -f $stamp || $(cat "$stamp") != "$wanted" ]]; then
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
-  echo "$wanted" >"$stamp"
-fi
+bash "$suite_dir/venv.sh"
 
 pytest_status=0
 "$venv/bin/python" -m pytest "$suite_dir" "$@" || pytest_status=$?
