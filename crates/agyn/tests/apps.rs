@@ -283,24 +283,17 @@ async fn app_lifecycle(postgres: bool) {
     // A second enrollment revokes the first certificate.
     let (new_cert, new_key) = enroll(&server, &service_token).await;
     let renewed = tls_client(&ca_pem, Some((&new_cert, &new_key)));
-    let (status, _) = connect_json(
-        &renewed,
-        &https,
-        &format!("{APPS}/GetApp"),
-        json!({"id": app_id}),
-        None,
-    )
-    .await;
-    assert_eq!(status, 200);
-    let (status, body) = connect_json(
-        &app,
-        &https,
-        &format!("{APPS}/GetApp"),
-        json!({"id": app_id}),
-        None,
-    )
-    .await;
-    assert_eq!(status, 401, "{body}");
+    for (client, expected) in [(&renewed, 200), (&app, 401)] {
+        let (status, body) = connect_json(
+            client,
+            &https,
+            &format!("{APPS}/GetApp"),
+            json!({"id": app_id}),
+            None,
+        )
+        .await;
+        assert_eq!(status, expected, "{body}");
+    }
 
     let wrong = AppsGatewayClient::new(
         HttpClient::plaintext_http2_only(),
