@@ -217,6 +217,9 @@ async fn export_and_query(postgres: bool) {
     let body = json_export(&org, &trace, 3, "llm.call", 0).to_string();
     let (status, _) = post_traces(&server, "application/json", body.into_bytes(), None).await;
     assert_eq!(status, 401);
+    let oversized = vec![0u8; 5 << 20];
+    let (status, _) = post_traces(&server, "application/x-protobuf", oversized, admin).await;
+    assert_eq!(status, 413);
 }
 
 async fn grpc_export(postgres: bool) {
@@ -245,6 +248,17 @@ async fn grpc_export(postgres: bool) {
         .await
         .unwrap_err();
     assert_eq!(anonymous.code, ErrorCode::Unauthenticated);
+
+    // Requests over 4 MiB are rejected before any span is read.
+    let mut oversized = protobuf_export(&org, &trace, 9, "llm.call");
+    oversized.resource_spans[0].scope_spans[0].spans[0].name = "x".repeat(5 << 20);
+    let bearer = CallOptions::default()
+        .with_header("authorization", format!("Bearer {}", server.admin_token));
+    let too_large = client
+        .export_with_options(oversized, bearer)
+        .await
+        .unwrap_err();
+    assert_eq!(too_large.code, ErrorCode::ResourceExhausted);
 }
 
 async fn run_events_stream(postgres: bool) {
