@@ -126,6 +126,11 @@ impl Server {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// Process id of the server, for reading /proc/<pid>/status.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the server is running").id()
+    }
+
     /// Everything the server has written to stdout and stderr so far.
     pub fn log(&self) -> String {
         let mut text = String::new();
