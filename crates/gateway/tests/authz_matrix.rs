@@ -30,6 +30,9 @@ const COVERED_SERVICES: &[&str] = &[
     "agynio.api.secrets.v1.SecretsGateway",
     "agynio.api.agents.v1.AgentsGateway",
     "agynio.api.runners.v1.RunnersGateway",
+    "agynio.api.files.v1.FilesGateway",
+    "agynio.api.tracing.v1.TracingGateway",
+    "agynio.api.apps.v1.AppsGateway",
 ];
 
 /// The principals, in the column order of every row.
@@ -62,13 +65,20 @@ const UNAUTHENTICATED: &str = "unauthenticated";
 const DENIED: &str = "permission_denied";
 const NOT_FOUND: &str = "not_found";
 const UNAVAILABLE: &str = "unavailable";
+const INVALID_ARGUMENT: &str = "invalid_argument";
+const FAILED_PRECONDITION: &str = "failed_precondition";
 
 /// How a row's method is called.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Shape {
     Unary,
-    /// Server streaming: a call succeeds when its first message arrives.
-    ServerStream,
+    /// Server streaming: a call succeeds when its first message arrives,
+    /// which must carry the named JSON field.
+    ServerStream(&'static str),
+    /// Client streaming: the row's body is a JSON array of the request
+    /// messages, and a call succeeds when its response arrives, which must
+    /// carry the named JSON field.
+    ClientStream(&'static str),
 }
 
 /// One method and the outcome each column must get.
@@ -111,6 +121,9 @@ struct Fixture {
     image_pull_secret: String,
     agents: AgentFixture,
     runners: RunnerFixture,
+    files: FileFixture,
+    traces: TraceFixture,
+    apps: AppFixture,
 }
 
 /// The agents resources of a cell. Each one is created only for the
@@ -150,6 +163,56 @@ struct RunnerFixture {
     workload: String,
     provisioned_volume: String,
 }
+
+/// The files resources of a cell, created like [`AgentFixture`]. Every
+/// file contains [`FILE_CONTENT`] and was uploaded by the owner.
+#[derive(Default)]
+struct FileFixture {
+    /// A file of `org`.
+    org_file: String,
+    /// A file without an organization.
+    private_file: String,
+    /// A file without an organization, attached to a message of the
+    /// fixture thread.
+    attached_file: String,
+}
+
+/// The tracing resources of a cell, created like [`AgentFixture`]: one
+/// trace of `org` with one ended `llm.call` span, exported by the owner.
+#[derive(Default)]
+struct TraceFixture {
+    /// The trace id as a UUID, which is also its run id.
+    run_id: String,
+    /// The trace and span ids as Connect JSON encodes bytes (base64).
+    trace_id: String,
+    span_id: String,
+}
+
+/// The apps resources of a cell, created like [`AgentFixture`].
+#[derive(Default)]
+struct AppFixture {
+    /// An INTERNAL app of `org` with the slug [`APP_SLUG`], and its
+    /// service token.
+    internal_app: String,
+    service_token: String,
+    /// A PUBLIC app of `org` with the slug [`PUBLIC_APP_SLUG`], installed
+    /// nowhere.
+    public_app: String,
+    /// The installation of `internal_app` into `org`. InstallApp cells
+    /// install the app themselves and get none.
+    installation: String,
+}
+
+/// Content of every fixture file, and its base64 for UploadFile chunks.
+const FILE_CONTENT: &[u8] = b"hello";
+const FILE_CONTENT_BASE64: &str = "aGVsbG8=";
+
+const APP_SLUG: &str = "helper";
+const PUBLIC_APP_SLUG: &str = "public-helper";
+
+/// A trace id and a span id that no fixture exports, as base64.
+const UNKNOWN_TRACE_ID: &str = "AQEBAQEBAQEBAQEBAQEBAQ==";
+const UNKNOWN_SPAN_ID: &str = "AQEBAQEBAQE=";
 
 /// Agents methods whose cells also get [`AgentFixture::maintained_agent`].
 const MAINTAINER_METHODS: &[&str] = &[
@@ -193,6 +256,15 @@ fn rows() -> Vec<Row> {
     };
     let runners = |method: &str| -> &'static str {
         Box::leak(format!("agynio.api.runners.v1.RunnersGateway/{method}").into_boxed_str())
+    };
+    let files = |method: &str| -> &'static str {
+        Box::leak(format!("agynio.api.files.v1.FilesGateway/{method}").into_boxed_str())
+    };
+    let tracing = |method: &str| -> &'static str {
+        Box::leak(format!("agynio.api.tracing.v1.TracingGateway/{method}").into_boxed_str())
+    };
+    let apps = |method: &str| -> &'static str {
+        Box::leak(format!("agynio.api.apps.v1.AppsGateway/{method}").into_boxed_str())
     };
     let every_user = [UNAUTHENTICATED, OK, OK, OK, OK, OK];
     // The member and the owner take part in the fixture thread; the admin
@@ -534,21 +606,21 @@ fn rows() -> Vec<Row> {
         },
         // NotificationsGateway.
         Row {
-            shape: Shape::ServerStream,
+            shape: Shape::ServerStream("ready"),
             method: "agynio.api.notifications.v1.NotificationsGateway/Subscribe",
             case: "own room",
             body: |_| json!({"rooms": ["thread_participant:me", "identity:me"]}),
             expect: every_user,
         },
         Row {
-            shape: Shape::ServerStream,
+            shape: Shape::ServerStream("ready"),
             method: "agynio.api.notifications.v1.NotificationsGateway/Subscribe",
             case: "organization room",
             body: |f| json!({"rooms": [format!("organization:{}", f.org)]}),
             expect: readers,
         },
         Row {
-            shape: Shape::ServerStream,
+            shape: Shape::ServerStream("ready"),
             method: "agynio.api.notifications.v1.NotificationsGateway/Subscribe",
             case: "the owner's identity room",
             body: |f| json!({"rooms": [format!("identity:{}", f.owner_id)]}),
@@ -1323,7 +1395,7 @@ fn rows() -> Vec<Row> {
             expect: [UNAUTHENTICATED, DENIED, DENIED, DENIED, DENIED, DENIED],
         },
         Row {
-            shape: Shape::ServerStream,
+            shape: Shape::ServerStream("chunk"),
             method: runners("StreamWorkloadLogs"),
             // The workload's runner has no endpoint, so a call that passes
             // the authorization check fails when the service dials it.
@@ -1358,6 +1430,318 @@ fn rows() -> Vec<Row> {
             case: "",
             body: |f| json!({"threadId": f.thread}),
             expect: thread_readers,
+        },
+        // FilesGateway. A file is readable by its uploader (the owner), by
+        // readers of its organization, and by readers of a thread with a
+        // message that references it.
+        Row {
+            shape: Shape::ClientStream("file"),
+            method: files("UploadFile"),
+            case: "no organization",
+            body: |_| {
+                json!([
+                    {"metadata": {"filename": "notes.txt", "contentType": "text/plain",
+                                  "sizeBytes": FILE_CONTENT.len()}},
+                    {"chunk": {"data": FILE_CONTENT_BASE64}},
+                ])
+            },
+            expect: every_user,
+        },
+        Row {
+            shape: Shape::ClientStream("file"),
+            method: files("UploadFile"),
+            case: "into the organization",
+            body: |f| {
+                json!([
+                    {"metadata": {"filename": "notes.txt", "contentType": "text/plain",
+                                  "sizeBytes": FILE_CONTENT.len(), "organizationId": f.org}},
+                    {"chunk": {"data": FILE_CONTENT_BASE64}},
+                ])
+            },
+            expect: readers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: files("GetFileMetadata"),
+            case: "organization file",
+            body: |f| json!({"id": f.files.org_file}),
+            expect: readers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: files("GetFileMetadata"),
+            case: "only the uploader",
+            body: |f| json!({"id": f.files.private_file}),
+            expect: [UNAUTHENTICATED, DENIED, DENIED, OK, DENIED, DENIED],
+        },
+        Row {
+            shape: Shape::Unary,
+            method: files("GetFileMetadata"),
+            case: "attached in a thread",
+            body: |f| json!({"id": f.files.attached_file}),
+            expect: thread_readers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: files("GetFileMetadata"),
+            case: "unknown id",
+            body: |_| json!({"id": "00000000-0000-4000-8000-000000000000"}),
+            expect: unknown,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: files("GetDownloadUrl"),
+            case: "organization file",
+            body: |f| json!({"id": f.files.org_file}),
+            expect: readers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: files("GetDownloadUrl"),
+            case: "only the uploader",
+            body: |f| json!({"id": f.files.private_file, "expiry": "60s"}),
+            expect: [UNAUTHENTICATED, DENIED, DENIED, OK, DENIED, DENIED],
+        },
+        Row {
+            shape: Shape::ServerStream("chunkData"),
+            method: files("GetFileContent"),
+            case: "organization file",
+            body: |f| json!({"id": f.files.org_file}),
+            expect: readers,
+        },
+        Row {
+            shape: Shape::ServerStream("chunkData"),
+            method: files("GetFileContent"),
+            case: "attached in a thread",
+            body: |f| json!({"id": f.files.attached_file}),
+            expect: thread_readers,
+        },
+        // TracingGateway.
+        Row {
+            shape: Shape::Unary,
+            method: tracing("ListSpans"),
+            case: "",
+            body: |f| json!({"organizationId": f.org}),
+            expect: readers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: tracing("GetSpan"),
+            case: "",
+            body: |f| json!({"traceId": f.traces.trace_id, "spanId": f.traces.span_id}),
+            expect: readers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: tracing("GetSpan"),
+            case: "unknown span",
+            body: |_| json!({"traceId": UNKNOWN_TRACE_ID, "spanId": UNKNOWN_SPAN_ID}),
+            expect: unknown,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: tracing("GetTrace"),
+            case: "",
+            body: |f| json!({"traceId": f.traces.trace_id}),
+            expect: readers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: tracing("GetTrace"),
+            case: "unknown trace",
+            body: |_| json!({"traceId": UNKNOWN_TRACE_ID}),
+            expect: unknown,
+        },
+        Row {
+            shape: Shape::ServerStream("kind"),
+            method: tracing("StreamRunEvents"),
+            case: "a run with spans",
+            body: |f| json!({"runId": f.traces.run_id}),
+            expect: readers,
+        },
+        Row {
+            shape: Shape::ServerStream("kind"),
+            method: tracing("StreamRunEvents"),
+            // Without spans the workload read rule decides, which also
+            // admits readers of the workload's thread.
+            case: "a workload without spans",
+            body: |f| json!({"runId": f.runners.workload}),
+            expect: thread_readers,
+        },
+        Row {
+            shape: Shape::ServerStream("kind"),
+            method: tracing("StreamRunEvents"),
+            case: "unknown run",
+            body: |_| json!({"runId": "00000000-0000-4000-8000-000000000000"}),
+            expect: unknown,
+        },
+        // AppsGateway. NOTE: no column is an app, so the rules that admit
+        // the app itself are covered only by the apps crate's tests.
+        Row {
+            shape: Shape::Unary,
+            method: apps("CreateApp"),
+            case: "",
+            body: |f| {
+                json!({"organizationId": f.org, "slug": "second", "name": "Second",
+                       "permissions": ["thread:create"]})
+            },
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: apps("GetApp"),
+            case: "internal app",
+            body: |f| json!({"id": f.apps.internal_app}),
+            expect: readers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: apps("GetApp"),
+            case: "public app",
+            body: |f| json!({"id": f.apps.public_app}),
+            expect: every_user,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: apps("GetApp"),
+            case: "unknown id",
+            body: |_| json!({"id": "00000000-0000-4000-8000-000000000000"}),
+            expect: unknown,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: apps("GetAppBySlug"),
+            case: "internal app",
+            body: |f| json!({"organizationId": f.org, "slug": APP_SLUG}),
+            expect: readers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: apps("GetAppBySlug"),
+            case: "public app",
+            body: |f| json!({"organizationId": f.org, "slug": PUBLIC_APP_SLUG}),
+            expect: every_user,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: apps("ListApps"),
+            case: "one organization",
+            body: |f| json!({"organizationId": f.org}),
+            expect: readers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: apps("ListApps"),
+            case: "public apps",
+            body: |_| json!({}),
+            expect: every_user,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: apps("UpdateApp"),
+            case: "",
+            body: |f| json!({"id": f.apps.internal_app, "description": "changed"}),
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: apps("DeleteApp"),
+            case: "an app installed nowhere",
+            body: |f| json!({"id": f.apps.public_app}),
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: apps("DeleteApp"),
+            case: "an installed app",
+            body: |f| json!({"id": f.apps.internal_app}),
+            expect: [
+                UNAUTHENTICATED,
+                DENIED,
+                DENIED,
+                FAILED_PRECONDITION,
+                DENIED,
+                FAILED_PRECONDITION,
+            ],
+        },
+        Row {
+            shape: Shape::Unary,
+            method: apps("InstallApp"),
+            case: "internal app, own organization",
+            body: |f| json!({"appId": f.apps.internal_app, "organizationId": f.org}),
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: apps("InstallApp"),
+            case: "internal app, another organization",
+            body: |f| json!({"appId": f.apps.internal_app, "organizationId": f.other_org}),
+            expect: [UNAUTHENTICATED, DENIED, DENIED, DENIED, DENIED, DENIED],
+        },
+        Row {
+            shape: Shape::Unary,
+            method: apps("InstallApp"),
+            case: "public app, another organization",
+            body: |f| json!({"appId": f.apps.public_app, "organizationId": f.other_org}),
+            expect: [UNAUTHENTICATED, DENIED, DENIED, DENIED, OK, OK],
+        },
+        Row {
+            shape: Shape::Unary,
+            method: apps("GetInstallation"),
+            case: "",
+            body: |f| json!({"id": f.apps.installation}),
+            expect: readers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: apps("ListInstallations"),
+            case: "organization filter",
+            body: |f| json!({"organizationId": f.org}),
+            expect: readers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: apps("ListInstallations"),
+            case: "app filter alone",
+            body: |f| json!({"appId": f.apps.internal_app}),
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: apps("ListInstallations"),
+            case: "no filter",
+            body: |_| json!({}),
+            expect: [
+                UNAUTHENTICATED,
+                INVALID_ARGUMENT,
+                INVALID_ARGUMENT,
+                INVALID_ARGUMENT,
+                INVALID_ARGUMENT,
+                INVALID_ARGUMENT,
+            ],
+        },
+        Row {
+            shape: Shape::Unary,
+            method: apps("UpdateInstallation"),
+            case: "",
+            body: |f| json!({"id": f.apps.installation, "configuration": {"greeting": "hi"}}),
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: apps("UninstallApp"),
+            case: "",
+            body: |f| json!({"id": f.apps.installation}),
+            expect: managers,
+        },
+        Row {
+            shape: Shape::Unary,
+            method: apps("EnrollApp"),
+            // Each server allows 10 EnrollApp calls per minute, and this
+            // row makes six.
+            case: "the service token is the credential",
+            body: |f| json!({"serviceToken": f.apps.service_token}),
+            expect: [OK; 6],
         },
     ]
 }
@@ -1474,7 +1858,7 @@ impl World {
     }
 
     /// Creates the organizations, memberships and tokens one cell uses,
-    /// plus the LLM or secrets resources when `method` belongs to them.
+    /// plus the resources of the service that `method` belongs to.
     async fn fixture(&self, method: &str) -> Fixture {
         let owner = user_caller(self.id(Who::Owner));
         let admin = user_caller(self.id(Who::Admin));
@@ -1545,12 +1929,14 @@ impl World {
             .id;
         let owner_credential = self.token(Who::Owner);
         // Threads, chat and notifications rows need a thread and a
-        // conversation; creating them for every cell would double the run.
+        // conversation, and files and workload rows need the thread alone.
+        // Creating them for every cell would double the run.
         let (mut thread, mut conversation) = Default::default();
         let messaging = ["threads", "chat", "notifications"]
             .iter()
             .any(|service| method.starts_with(&format!("agynio.api.{service}.")));
-        if messaging || is_workload_method(method) {
+        let files_method = method.starts_with("agynio.api.files.");
+        if messaging || files_method || is_workload_method(method) {
             thread = self
                 .post(
                     owner_credential,
@@ -1567,6 +1953,8 @@ impl World {
                 json!({"threadId": thread, "body": "welcome"}),
             )
             .await;
+        }
+        if messaging {
             conversation = self
                 .post(
                     owner_credential,
@@ -1645,6 +2033,9 @@ impl World {
         }
         let agents = self.agent_fixture(method, &org).await;
         let runners = self.runner_fixture(method, &org, &thread, &agents).await;
+        let files = self.file_fixture(method, &org, &thread).await;
+        let traces = self.trace_fixture(method, &org).await;
+        let apps = self.app_fixture(method, &org).await;
         Fixture {
             provider,
             model,
@@ -1665,6 +2056,9 @@ impl World {
             owner_token,
             agents,
             runners,
+            files,
+            traces,
+            apps,
         }
     }
 
@@ -1675,8 +2069,8 @@ impl World {
     }
 
     /// Creates the agents resources that `method` uses: an agent for every
-    /// agents method and every runners workload or volume method, and the
-    /// sub-resources that the method name mentions.
+    /// agents method and every workload method, and the sub-resources that
+    /// the method name mentions.
     async fn agent_fixture(&self, method: &str, org: &str) -> AgentFixture {
         let agents_method = method.starts_with("agynio.api.agents.");
         if !agents_method && !is_workload_method(method) {
@@ -1800,9 +2194,9 @@ impl World {
     }
 
     /// Creates the runners resources that `method` uses: an organization
-    /// runner for every runners method, a cluster runner for the runner
-    /// methods, and a workload with a provisioned volume for the workload
-    /// and volume methods.
+    /// runner for every runners method and every workload method, a
+    /// cluster runner for the runner methods, and a workload with a
+    /// provisioned volume for the workload methods.
     async fn runner_fixture(
         &self,
         method: &str,
@@ -1810,7 +2204,7 @@ impl World {
         thread: &str,
         agents: &AgentFixture,
     ) -> RunnerFixture {
-        if !method.starts_with("agynio.api.runners.") {
+        if !method.starts_with("agynio.api.runners.") && !is_workload_method(method) {
             return RunnerFixture::default();
         }
         let register = "agynio.api.runners.v1.RunnersGateway/RegisterRunner";
@@ -1872,25 +2266,172 @@ impl World {
         fixture
     }
 
+    /// Uploads [`FILE_CONTENT`] as the owner with the `POST /files` route,
+    /// into `org` when one is given, and returns the file id.
+    async fn upload(&self, org: Option<&str>) -> String {
+        let mut query = vec![("filename", "notes.txt")];
+        if let Some(org) = org {
+            query.push(("organization_id", org));
+        }
+        let response = self
+            .client
+            .post(format!("{}/files", self.base))
+            .query(&query)
+            .header("content-type", "text/plain")
+            .bearer_auth(self.token(Who::Owner))
+            .body(FILE_CONTENT)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        assert!(status.is_success(), "fixture upload failed: {text}");
+        let file: Value = serde_json::from_str(&text).unwrap();
+        file["meta"]["id"].as_str().unwrap().to_string()
+    }
+
+    /// Creates the files that the files methods use and attaches one of
+    /// them to a message of `thread`.
+    async fn file_fixture(&self, method: &str, org: &str, thread: &str) -> FileFixture {
+        if !method.starts_with("agynio.api.files.") {
+            return FileFixture::default();
+        }
+        let fixture = FileFixture {
+            org_file: self.upload(Some(org)).await,
+            private_file: self.upload(None).await,
+            attached_file: self.upload(None).await,
+        };
+        self.post(
+            self.token(Who::Owner),
+            "agynio.api.threads.v1.ThreadsGateway/SendMessage",
+            json!({"threadId": thread, "body": "notes attached",
+                   "fileIds": [fixture.attached_file]}),
+        )
+        .await;
+        fixture
+    }
+
+    /// Exports the fixture trace of the tracing methods over OTLP/HTTP as
+    /// the owner, then reads the ids back in their Connect JSON encoding.
+    async fn trace_fixture(&self, method: &str, org: &str) -> TraceFixture {
+        if !method.starts_with("agynio.api.tracing.") {
+            return TraceFixture::default();
+        }
+        let run = uuid::Uuid::new_v4();
+        let export = json!({"resourceSpans": [{
+            "resource": {"attributes": [
+                {"key": "agyn.organization.id", "value": {"stringValue": org}}
+            ]},
+            "scopeSpans": [{
+                "scope": {"name": "matrix"},
+                "spans": [{
+                    // OTLP/JSON encodes ids as hex.
+                    "traceId": run.simple().to_string(),
+                    "spanId": "0000000000000001",
+                    "name": "llm.call",
+                    "kind": 3,
+                    "startTimeUnixNano": "1700000000000000000",
+                    "endTimeUnixNano": "1700000001000000000"
+                }]
+            }]
+        }]});
+        let owner = self.token(Who::Owner);
+        self.post(owner, "v1/traces", export).await;
+        let listed = self
+            .post(
+                owner,
+                "agynio.api.tracing.v1.TracingGateway/ListSpans",
+                json!({"organizationId": org}),
+            )
+            .await;
+        let span = &listed["resourceSpans"][0]["scopeSpans"][0]["spans"][0];
+        TraceFixture {
+            run_id: run.hyphenated().to_string(),
+            trace_id: span["traceId"].as_str().unwrap().to_string(),
+            span_id: span["spanId"].as_str().unwrap().to_string(),
+        }
+    }
+
+    /// Creates the apps that the apps methods use, and installs the
+    /// internal app into `org` unless `method` is InstallApp.
+    async fn app_fixture(&self, method: &str, org: &str) -> AppFixture {
+        if !method.starts_with("agynio.api.apps.") {
+            return AppFixture::default();
+        }
+        let apps = |method: &str| format!("agynio.api.apps.v1.AppsGateway/{method}");
+        let owner = self.token(Who::Owner);
+        let internal = self
+            .post(
+                owner,
+                &apps("CreateApp"),
+                json!({"organizationId": org, "slug": APP_SLUG, "name": "Helper",
+                       "visibility": "APP_VISIBILITY_INTERNAL",
+                       "permissions": ["thread:create", "thread:write"]}),
+            )
+            .await;
+        let mut fixture = AppFixture {
+            service_token: internal["serviceToken"].as_str().unwrap().to_string(),
+            internal_app: created(internal, "app"),
+            public_app: created(
+                self.post(
+                    owner,
+                    &apps("CreateApp"),
+                    json!({"organizationId": org, "slug": PUBLIC_APP_SLUG,
+                           "name": "Public helper", "visibility": "APP_VISIBILITY_PUBLIC"}),
+                )
+                .await,
+                "app",
+            ),
+            ..AppFixture::default()
+        };
+        if method_name(method) != "InstallApp" {
+            fixture.installation = created(
+                self.post(
+                    owner,
+                    &apps("InstallApp"),
+                    json!({"appId": fixture.internal_app, "organizationId": org}),
+                )
+                .await,
+                "installation",
+            );
+        }
+        fixture
+    }
+
     /// Deletes what a cell left behind that counts against a limit: the
-    /// owner's fixture device (users hold at most 100).
+    /// owner's fixture device (a user may have at most 100) and API token
+    /// (at most 1,000).
     async fn clean_up(&self, fixture: &Fixture) {
         let owner = user_caller(self.id(Who::Owner));
-        // The cell may have deleted it already.
+        // The cell may have deleted them already.
         let _ = self
             .users
             .delete_device(&owner, &fixture.owner_device)
             .await;
+        let _ = self
+            .users
+            .revoke_api_token(&owner, &fixture.owner_token)
+            .await;
     }
 
-    /// Calls a server-streaming `method` with the Connect protocol (JSON
-    /// envelopes) and returns `ok` once the first message arrives, or the
+    /// Calls a streaming `method` with the Connect protocol (JSON
+    /// envelopes), sending `messages` as the request stream. Returns `ok`
+    /// once the first response message arrives and carries `field`, or the
     /// error code.
-    async fn call_stream(&self, who: usize, method: &str, body: &Value) -> String {
-        let message = body.to_string().into_bytes();
-        let mut framed = vec![0u8];
-        framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
-        framed.extend_from_slice(&message);
+    async fn call_stream(
+        &self,
+        who: usize,
+        method: &str,
+        messages: &[Value],
+        field: &str,
+    ) -> String {
+        let mut framed = Vec::new();
+        for message in messages {
+            let message = message.to_string().into_bytes();
+            framed.push(0u8);
+            framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+            framed.extend_from_slice(&message);
+        }
         let mut request = self
             .client
             .post(format!("{}/{method}", self.base))
@@ -1922,8 +2463,8 @@ impl World {
                 .to_string();
         }
         assert!(
-            payload.get("ready").is_some(),
-            "{method}: the first message is not ready: {payload}"
+            payload.get(field).is_some(),
+            "{method}: the first message has no {field}: {payload}"
         );
         OK.to_string()
     }
@@ -1960,12 +2501,14 @@ fn method_name(method: &str) -> &str {
     method.rsplit('/').next().unwrap_or_default()
 }
 
-/// Returns whether `method` is a runners method that reads or changes a
-/// workload or a provisioned volume.
+/// Returns whether the cells of `method` get a workload: the runners
+/// methods that read or change a workload or a provisioned volume, and
+/// StreamRunEvents, whose run may be a workload without spans.
 fn is_workload_method(method: &str) -> bool {
     let name = method_name(method);
-    method.starts_with("agynio.api.runners.")
-        && (name.contains("Workload") || name.contains("Volume"))
+    let runners = method.starts_with("agynio.api.runners.")
+        && (name.contains("Workload") || name.contains("Volume"));
+    runners || method == "agynio.api.tracing.v1.TracingGateway/StreamRunEvents"
 }
 
 /// Length of the first Connect envelope in `buffer` (at least 5 bytes).
@@ -1984,7 +2527,14 @@ async fn run_cell(world: &World, row: &Row, column: usize) -> Option<String> {
     let body = (row.body)(&fixture);
     let got = match row.shape {
         Shape::Unary => world.call(column, row.method, &body).await,
-        Shape::ServerStream => world.call_stream(column, row.method, &body).await,
+        Shape::ServerStream(field) => {
+            let messages = std::slice::from_ref(&body);
+            world.call_stream(column, row.method, messages, field).await
+        }
+        Shape::ClientStream(field) => {
+            let messages = body.as_array().expect("a client stream body is an array");
+            world.call_stream(column, row.method, messages, field).await
+        }
     };
     world.clean_up(&fixture).await;
     let expected = row.expect[column];
