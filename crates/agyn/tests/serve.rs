@@ -7,8 +7,8 @@ use agyn_api_users::agynio::api::users::v1::{
     ClusterRole, CreateAPITokenRequest, GetMeRequest, ListAPITokensRequest, RevokeAPITokenRequest,
     UsersServiceClient,
 };
-use connectrpc::client::{CallOptions, ClientConfig, HttpClient};
 use connectrpc::ErrorCode;
+use connectrpc::client::{CallOptions, ClientConfig, HttpClient};
 use support::{Server, http_get, http_request};
 
 fn bearer(token: &str) -> CallOptions {
