@@ -252,6 +252,53 @@ async fn app_lifecycle(postgres: bool) {
         .unwrap();
     assert_eq!(response.status().as_u16(), 401);
 
+    // An app whose endpoint names the internal listener cannot use the
+    // proxy's gateway certificate to call internal methods.
+    let (status, created) = connect_json(
+        &plain,
+        &base,
+        &format!("{APPS}/CreateApp"),
+        json!({
+            "organizationId": org_id,
+            "slug": "inward",
+            "name": "Inward",
+            "endpoint": format!("{}/agynio.api.users.v1.UsersService", server.internal_url()),
+        }),
+        admin,
+    )
+    .await;
+    assert_eq!(status, 200, "{created}");
+    let inward_id = created["app"]["meta"]["id"].as_str().unwrap().to_string();
+    let (status, installed) = connect_json(
+        &plain,
+        &base,
+        &format!("{APPS}/InstallApp"),
+        json!({"appId": inward_id, "organizationId": org_id}),
+        admin,
+    )
+    .await;
+    assert_eq!(status, 200, "{installed}");
+    let response = plain
+        .post(format!("{base}/apps/inward/ResolveOrCreateUser"))
+        .bearer_auth(&server.admin_token)
+        .header("x-agyn-organization-id", &org_id)
+        .header("content-type", "application/json")
+        .body(r#"{"oidcSubject":"idp|mallory","name":"Mallory","preferredUsername":"mallory"}"#)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    assert_eq!(status, 403, "{text}");
+    assert!(
+        text.contains("app proxy cannot call internal methods"),
+        "{text}"
+    );
+    assert!(
+        !server.log().contains("username=mallory"),
+        "a user was created"
+    );
+
     // Uninstalled, the app loses its access to the organization at once.
     let (status, _) = connect_json(
         &plain,

@@ -206,6 +206,43 @@ async fn http_upload_route_and_limits() {
     assert_eq!(info["sizeBytes"], "5");
     let id = info["meta"]["id"].as_str().unwrap().to_string();
 
+    // A message may carry a file its sender can read, and no other.
+    let call = |method: &'static str, body: serde_json::Value| {
+        let client = client.clone();
+        let base = server.base_url();
+        let token = server.admin_token.clone();
+        async move { connect_json(&client, &base, method, body, Some(&token)).await }
+    };
+    let (_, org) = call(
+        "agynio.api.organizations.v1.OrganizationsGateway/CreateOrganization",
+        serde_json::json!({"name": "Files"}),
+    )
+    .await;
+    let (status, thread) = call(
+        "agynio.api.threads.v1.ThreadsGateway/CreateThread",
+        serde_json::json!({"organizationId": org["organization"]["meta"]["id"]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{thread}");
+    let thread_id = thread["thread"]["meta"]["id"].clone();
+    let (status, sent) = call(
+        "agynio.api.threads.v1.ThreadsGateway/SendMessage",
+        serde_json::json!({"threadId": thread_id, "body": "see attached", "fileIds": [id]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{sent}");
+    let (status, refused) = call(
+        "agynio.api.threads.v1.ThreadsGateway/SendMessage",
+        serde_json::json!({
+            "threadId": thread_id,
+            "body": "not mine",
+            "fileIds": [id, "00000000-0000-7000-8000-000000000000"],
+        }),
+    )
+    .await;
+    assert_eq!(status, 400, "{refused}");
+    assert_eq!(refused["message"], "file_ids[1]: file not found");
+
     let (status, body) = connect_json(
         &client,
         &server.base_url(),

@@ -35,6 +35,8 @@ pub enum Listener {
 const IDENTITY_HEADERS: &[&str] = &["x-workload-id", "x-organization-id"];
 const IDENTITY_HEADER_PREFIX: &str = "x-identity-";
 const REQUEST_ID: &str = "x-request-id";
+/// Header the app proxy sets on every request it forwards to an app.
+const APP_PROXY_HEADER: &str = "x-app-installation-id";
 
 /// Methods that need no credential: gRPC health and reflection, and
 /// runner and app enrollment, which authenticate by their service token.
@@ -271,6 +273,16 @@ impl Shared {
         };
         if !self.implemented.contains(path) && !is_anonymous(path) {
             return Err(Error::unimplemented(format!("unknown method {path}")));
+        }
+        // The app proxy presents the gateway certificate to app endpoints,
+        // so an app whose endpoint names this listener would otherwise
+        // call internal methods as the gateway. Every proxied request
+        // carries the installation header.
+        if headers.contains_key(APP_PROXY_HEADER) {
+            return Err(Error::permission_denied(format!(
+                "requests forwarded by the app proxy cannot call internal methods such as {method}"
+            ))
+            .with_reason("CALLER_NOT_ALLOWED"));
         }
         if !policy::allowed_components(path).contains(&component) {
             return Err(Error::permission_denied(format!(

@@ -153,14 +153,14 @@ impl Platform {
             Arc::new(agyn_secrets::SecretsCleaner::new(db.clone())),
         ];
         let orgs = Organizations::new(db.clone(), cleaners).with_events(Arc::clone(&sink));
-        let threads = agyn_threads::Threads::new(db.clone(), orgs.clone(), Arc::clone(&sink))
-            .with_post_send_hook(Arc::new(agyn_chat::SummaryHook::new(db.clone())));
-        let chat = agyn_chat::Chat::new(db.clone(), threads.clone());
-        let llm = agyn_llm::Llm::new(db.clone(), master_key.clone(), orgs.clone());
-        let download_key =
-            agyn_files::DownloadKey::derive(master_key.derive_key("files.download").expose());
+        let download_key = agyn_files::DownloadKey::from_master_key(&master_key);
         let files =
             agyn_files::Files::new(db.clone(), orgs.clone(), objects, download_key, public_url);
+        let threads = agyn_threads::Threads::new(db.clone(), orgs.clone(), Arc::clone(&sink))
+            .with_post_send_hook(Arc::new(agyn_chat::SummaryHook::new(db.clone())))
+            .with_file_access(Arc::new(AttachableFiles(files.clone())));
+        let chat = agyn_chat::Chat::new(db.clone(), threads.clone());
+        let llm = agyn_llm::Llm::new(db.clone(), master_key.clone(), orgs.clone());
         let secrets = agyn_secrets::Secrets::new(db.clone(), master_key, orgs.clone())
             .with_references(Arc::new(agyn_agents::AgentSecretReferences::new(
                 db.clone(),
@@ -205,6 +205,20 @@ impl Platform {
             oidc: None,
             cors_origins: Vec::new(),
         }
+    }
+}
+
+/// The files service's read rule, as SendMessage checks attachments.
+struct AttachableFiles(agyn_files::Files);
+
+impl agyn_threads::FileAccess for AttachableFiles {
+    fn check_readable<'a>(
+        &'a self,
+        caller: &'a agyn_core::Caller,
+        file_id: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = agyn_core::Result<()>> + Send + 'a>>
+    {
+        Box::pin(async move { self.0.get_file_metadata(caller, file_id).await.map(|_| ()) })
     }
 }
 

@@ -53,6 +53,19 @@ pub trait PostSendHook: Send + Sync {
     ) -> Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>>;
 }
 
+/// Read checks on attached files: SendMessage checks each file before a
+/// message may reference it, so a message can never grant access to a
+/// file the sender could not read.
+pub trait FileAccess: Send + Sync {
+    /// Succeeds when file `file_id` exists and `caller` may read it;
+    /// `not_found` or `permission_denied` otherwise.
+    fn check_readable<'a>(
+        &'a self,
+        caller: &'a Caller,
+        file_id: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>>;
+}
+
 /// Threads, participants, messages and read state over one database.
 #[derive(Clone)]
 pub struct Threads {
@@ -61,6 +74,7 @@ pub struct Threads {
     orgs: Organizations,
     events: Arc<dyn EventSink>,
     hooks: Vec<Arc<dyn PostSendHook>>,
+    files: Option<Arc<dyn FileAccess>>,
 }
 
 impl Threads {
@@ -73,7 +87,15 @@ impl Threads {
             orgs,
             events,
             hooks: Vec::new(),
+            files: None,
         }
+    }
+
+    /// Checks attached files through `files`. Without it, attached ids are
+    /// only checked to be UUIDs, which only tests of this crate rely on.
+    pub fn with_file_access(mut self, files: Arc<dyn FileAccess>) -> Self {
+        self.files = Some(files);
+        self
     }
 
     /// Adds a hook that runs after every new message, in the order added.

@@ -4,6 +4,7 @@
 //! authorization rule first.
 
 use agyn_authz::ObjectRef;
+use agyn_core::error::Code;
 use agyn_core::id::{new_id, parse_id};
 use agyn_core::page::{Fingerprint, Page, SortOrder};
 use agyn_core::time::now_micros;
@@ -61,9 +62,7 @@ impl Threads {
         self.ensure_organization_active(&thread.organization_id)
             .await?;
 
-        // NOTE: the files service is not built yet, so attached ids are
-        // only checked to be UUIDs. Each file must exist and be readable
-        // by the sender before the message may reference it.
+        self.check_attachments(caller, &file_ids).await?;
         let fingerprint = keys::fingerprint(
             [thread_id.as_str(), input.body]
                 .into_iter()
@@ -367,6 +366,33 @@ impl Threads {
 }
 
 /// Checks a message's body and files and returns the canonical file ids.
+impl Threads {
+    /// Requires every attached file to exist and be readable by the
+    /// sender. Both failures read `file_ids[i]: file not found`, so the
+    /// error reveals nothing about files the sender cannot read.
+    async fn check_attachments(&self, caller: &Caller, file_ids: &[String]) -> Result<()> {
+        if file_ids.is_empty() {
+            return Ok(());
+        }
+        let Some(files) = &self.files else {
+            return Ok(());
+        };
+        for (index, file_id) in file_ids.iter().enumerate() {
+            match files.check_readable(caller, file_id).await {
+                Ok(()) => {}
+                Err(error) if matches!(error.code(), Code::NotFound | Code::PermissionDenied) => {
+                    return Err(Error::invalid_field(
+                        &format!("file_ids[{index}]"),
+                        "file not found",
+                    ));
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(())
+    }
+}
+
 fn validate_content(body: &str, file_ids: &[String]) -> Result<Vec<String>> {
     if body.len() > MAX_BODY_BYTES {
         return Err(Error::invalid_field(

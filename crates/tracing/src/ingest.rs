@@ -159,6 +159,21 @@ impl Tracing {
                  set it to an organization you can read"
             )));
         };
+        let named = resource
+            .attributes
+            .iter()
+            .filter(|attribute| attribute.key == ORGANIZATION_ID)
+            .count();
+        if named > 1 {
+            return Err(Error::permission_denied(format!(
+                "permission denied: resource attribute {ORGANIZATION_ID} is set {named} times; set it once"
+            )));
+        }
+        // Only agents may carry agent and workload attributes, and the
+        // platform sets them.
+        resource
+            .attributes
+            .retain(|attribute| attribute.key != AGENT_ID && attribute.key != WORKLOAD_ID);
         let readable = self
             .authorizer
             .check(
@@ -243,6 +258,9 @@ impl Tracing {
         }
         let result = self.upsert_all(pending).await;
         result.map_err(|error| {
+            if error.code() == agyn_core::error::Code::PermissionDenied {
+                return error;
+            }
             tracing::warn!(%error, "Storing exported spans failed");
             Error::unavailable("storing the spans failed; retry the export")
         })
@@ -255,6 +273,15 @@ impl Tracing {
         for Pending { mut row, mut span } in pending {
             let existing = store::by_key(&mut tx, &row.trace_id, &row.span_id).await?;
             if let Some(existing) = &existing {
+                // A span id is chosen by the producer, so an export may
+                // name a span of another organization; it must not
+                // replace it.
+                if existing.organization_id != row.organization_id {
+                    return Err(Error::permission_denied(format!(
+                        "permission denied: span {} of trace {} belongs to another organization",
+                        row.span_id, row.trace_id
+                    )));
+                }
                 row.created_at = existing.created_at;
                 if existing.end_ns > 0 && row.end_ns == 0 {
                     keep_completion(&mut row, &mut span, existing)?;

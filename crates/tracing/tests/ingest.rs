@@ -478,6 +478,88 @@ async fn message_links_need_a_readable_thread(backend: Backend) {
     assert_eq!(listed[0].span_id, span_id(1));
 }
 
+async fn users_cannot_forge_or_take_over_spans(backend: Backend) {
+    let w = World::new(backend).await;
+    let alice = w.user("alice").await;
+    let bob = w.user("bob").await;
+    let alice_org = w.org(&alice, "alice-org").await;
+    let bob_org = w.org(&bob, "bob-org").await;
+    let trace = random_trace();
+    export(
+        &w,
+        &alice,
+        request(
+            vec![text("agyn.organization.id", &alice_org)],
+            vec![span(&trace, 1, "alice's span", 1, 2)],
+        ),
+    )
+    .await
+    .unwrap();
+
+    // The same trace and span id exported into another organization is
+    // refused, and the stored span keeps its organization.
+    let error = export(
+        &w,
+        &bob,
+        request(
+            vec![text("agyn.organization.id", &bob_org)],
+            vec![span(&trace, 1, "hijacked", 1, 3)],
+        ),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(error.code(), Code::PermissionDenied);
+    assert!(
+        error.message().contains("another organization"),
+        "{}",
+        error.message()
+    );
+    let listed = listed_spans(&w, &alice, &alice_org, pb::SpanFilter::default()).await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].name, "alice's span");
+
+    // A second organization attribute is refused, and a user cannot plant
+    // agent or workload attributes.
+    let error = export(
+        &w,
+        &bob,
+        request(
+            vec![
+                text("agyn.organization.id", &bob_org),
+                text("agyn.organization.id", &alice_org),
+            ],
+            vec![span(&random_trace(), 1, "two orgs", 1, 2)],
+        ),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(error.code(), Code::PermissionDenied);
+    let planted = random_trace();
+    export(
+        &w,
+        &bob,
+        request(
+            vec![
+                text("agyn.organization.id", &bob_org),
+                text("agyn.agent.id", "forged-agent"),
+                text("agyn.workload.id", "forged-workload"),
+            ],
+            vec![span(&planted, 1, "planted", 1, 2)],
+        ),
+    )
+    .await
+    .unwrap();
+    let stored = w.stored_resource_keys(&planted).await;
+    assert!(
+        !stored.iter().any(|key| key == "agyn.agent.id"),
+        "{stored:?}"
+    );
+    assert!(
+        !stored.iter().any(|key| key == "agyn.workload.id"),
+        "{stored:?}"
+    );
+}
+
 on_both_backends!(
     grpc_export_stores_spans,
     grpc_export_without_credential_is_unauthenticated,
@@ -491,4 +573,5 @@ on_both_backends!(
     unknown_agent_is_denied,
     user_needs_a_readable_organization,
     message_links_need_a_readable_thread,
+    users_cannot_forge_or_take_over_spans,
 );

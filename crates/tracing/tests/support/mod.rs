@@ -202,6 +202,28 @@ impl World {
             .unwrap();
         agyn_store::sqlx::Row::try_get(&row, "n").unwrap()
     }
+
+    /// Returns the resource attribute keys stored with the first span of
+    /// `trace_id`.
+    pub async fn stored_resource_keys(&self, trace_id: &[u8]) -> Vec<String> {
+        use base64::Engine as _;
+        use buffa::Message as _;
+        let row = agyn_store::sqlx::query("SELECT resource_pb FROM spans WHERE trace_id = $1")
+            .bind(hex(trace_id))
+            .fetch_one(self.db.pool())
+            .await
+            .unwrap();
+        let encoded: String = agyn_store::sqlx::Row::try_get(&row, "resource_pb").unwrap();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .unwrap();
+        let resource = Resource::decode_from_slice(&bytes).unwrap();
+        resource
+            .attributes
+            .iter()
+            .map(|attribute| attribute.key.clone())
+            .collect()
+    }
 }
 
 /// A workload as the runners service would report it.
