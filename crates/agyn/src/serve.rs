@@ -27,6 +27,9 @@ pub async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         backend = backend_name(&config.database_url),
         "Starting agyn"
     );
+    // Handle SIGINT and SIGTERM from the start, so that a signal during
+    // startup shuts down cleanly instead of killing the process.
+    let mut signals = ShutdownSignals::install()?;
     // Bind first, so that a busy port fails before anything is written.
     let public = bind("public", config.listen).await?;
     let internal = match config.internal_listen {
@@ -203,7 +206,7 @@ pub async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         }
     });
 
-    let signal = shutdown_signal().await;
+    let signal = signals.next().await;
     tracing::info!(signal, grace_s = SHUTDOWN_GRACE.as_secs(), "Shutting down");
     let _ = shutdown_tx.send(true);
     // Open streams would hold their connections past the grace period.
@@ -219,7 +222,7 @@ pub async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         _ = tokio::time::sleep(SHUTDOWN_GRACE) => {
             tracing::warn!("Connections still open after the grace period; closing them");
         }
-        signal = shutdown_signal() => {
+        signal = signals.next() => {
             tracing::warn!(signal, "Second signal; closing open connections");
         }
     }
@@ -451,6 +454,46 @@ fn report_bootstrap(outcome: Outcome, data_dir: &Path) {
                     "Admin token file is missing; run `agyn serve --reset-admin-token` to mint a new one"
                 );
             }
+        }
+    }
+}
+
+/// SIGINT and SIGTERM handlers, installed when created.
+struct ShutdownSignals {
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                interrupt: signal(SignalKind::interrupt())?,
+                terminate: signal(SignalKind::terminate())?,
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(Self {})
+        }
+    }
+
+    /// Waits for the next signal and returns its name.
+    async fn next(&mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.interrupt.recv() => "SIGINT",
+                _ = self.terminate.recv() => "SIGTERM",
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            shutdown_signal().await
         }
     }
 }
