@@ -53,7 +53,7 @@ pub struct ServeArgs {
     /// Comma-separated DNS names and IP addresses of the issued listener certificate [default: localhost,127.0.0.1].
     #[arg(long, env = "AGYN_TLS_HOSTNAMES", value_delimiter = ',')]
     pub tls_hostnames: Option<Vec<String>>,
-    /// Where file contents are stored: `local` (under <data_dir>/files) or `s3` [default: local].
+    /// Storage of file contents: `local` (under <data_dir>/files) or `s3` [default: local].
     #[arg(long, env = "AGYN_FILES_BACKEND")]
     pub files_backend: Option<String>,
     /// S3 bucket for file contents (with --files-backend s3).
@@ -229,7 +229,7 @@ pub struct Config {
     pub runner_builtin: bool,
     /// External base URL that download links start with.
     pub public_url: String,
-    /// Where file contents live: `None` for `<data_dir>/files`, or S3.
+    /// The S3 store of file contents, or `None` for `<data_dir>/files`.
     pub files_s3: Option<agyn_files::S3Settings>,
     pub files_max_upload_bytes: u64,
     /// Age after which spans are deleted.

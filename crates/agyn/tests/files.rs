@@ -256,9 +256,9 @@ async fn http_upload_route_and_limits() {
 
     // The default limit is 20 MiB. The route rejects the declared
     // Content-Length before it reads the body.
-    // Over HTTP/2, because the server answers before it reads the body,
+    // Over HTTP/2, because the server responds before it reads the body,
     // and an HTTP/1.1 client still writing it sees a broken pipe instead
-    // of the answer.
+    // of the response.
     let http2 = reqwest::Client::builder()
         .http2_prior_knowledge()
         .build()

@@ -18,8 +18,8 @@ use http::StatusCode;
 use crate::GatewayLayer;
 
 /// Authenticates a request that carries a credential and attaches its
-/// caller. An invalid credential is answered with 401 here, so a route
-/// never mistakes it for an anonymous request.
+/// caller. An invalid credential gets 401 here, so a route never mistakes
+/// it for an anonymous request.
 pub(crate) async fn attach_caller(
     State(gateway): State<GatewayLayer>,
     mut request: Request,
@@ -55,7 +55,7 @@ pub(crate) async fn attach_caller(
     }
 }
 
-/// A Connect-style JSON error body with `status`.
+/// Builds a Connect-style JSON error response with `status`.
 fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
     (
         status,

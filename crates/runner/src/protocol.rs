@@ -1,4 +1,4 @@
-//! [`Runner`]: what the platform asks of a runner.
+//! [`Runner`]: the operations the platform calls on a runner.
 //!
 //! The methods mirror `RunnerService` one to one and take and return its
 //! messages, so an in-process runner and a remote one are interchangeable.
@@ -23,7 +23,7 @@ pub type LogStream = Pin<Box<dyn Stream<Item = Result<pb::LogChunk>> + Send + 's
 
 /// A runner: starts, stops, inspects and lists workloads and named volumes.
 pub trait Runner: Send + Sync + 'static {
-    /// A cheap health check.
+    /// Reports that the runner is up; a cheap health check.
     fn ready(&self) -> RunnerFuture<'_, pb::ReadyResponse>;
 
     /// Creates and starts a workload. Idempotent by `workload_id`: a second
@@ -42,16 +42,16 @@ pub trait Runner: Send + Sync + 'static {
     /// An unknown id succeeds.
     fn remove_workload(&self, request: pb::RemoveWorkloadRequest) -> RunnerFuture<'_, ()>;
 
-    /// The state of one workload; `not_found` when the runner does not know it.
+    /// Returns the state of one workload, or `not_found` for an unknown one.
     fn inspect_workload(
         &self,
         request: pb::InspectWorkloadRequest,
     ) -> RunnerFuture<'_, pb::InspectWorkloadResponse>;
 
-    /// Every workload the runner still knows, exited ones included.
+    /// Lists every workload the runner still has, exited ones included.
     fn list_workloads(&self) -> RunnerFuture<'_, Vec<pb::WorkloadSummary>>;
 
-    /// Every named volume.
+    /// Lists every named volume.
     fn list_volumes(&self) -> RunnerFuture<'_, Vec<pb::VolumeSummary>>;
 
     /// Removes a named volume. An unknown name succeeds.

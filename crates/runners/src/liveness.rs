@@ -17,7 +17,7 @@ use crate::{RunnerRecord, RunnerStatus, Runners};
 /// Time between two probe rounds.
 pub const LIVENESS_INTERVAL: Duration = Duration::from_secs(30);
 
-/// Longest wait for one runner's response.
+/// Maximum wait for one runner's response.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Failed probes in a row after which a runner is OFFLINE.

@@ -58,8 +58,8 @@ pub struct Secrets {
     orgs: Organizations,
     authorizer: Authorizer,
     vault: vault::VaultClient,
-    /// Who references secrets and image pull secrets (the agents
-    /// service); deletes skip the check when it is unset.
+    /// The lookup of references to secrets and image pull secrets (the
+    /// agents service). Deletes skip the check when it is unset.
     references: Option<Arc<dyn SecretReferences>>,
 }
 
