@@ -67,6 +67,11 @@ impl std::error::Error for OpenError {}
 #[derive(Debug, Clone)]
 pub struct Db {
     pool: AnyPool,
+    /// For SQLite, a pool of one connection that every [`Db::begin_write`]
+    /// transaction uses, so that writers wait in process for their turn
+    /// instead of sleeping in SQLite's busy handler. `None` for
+    /// PostgreSQL, whose row locks let writers run side by side.
+    writer: Option<AnyPool>,
     backend: Backend,
     /// For SQLite, the exclusive lock on `<database>.lock` that keeps a
     /// second process off the same file; released when the last clone
@@ -85,45 +90,22 @@ impl Db {
             Backend::Postgres => None,
         };
         let options = connect_options(url, backend).map_err(OpenError::Connect)?;
-        let pool = AnyPoolOptions::new()
-            .max_connections(match backend {
-                Backend::Sqlite => 8,
-                Backend::Postgres => 16,
-            })
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .after_connect(move |connection, _| {
-                Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        // WAL lets readers run beside the single writer;
-                        // busy_timeout makes writers queue instead of failing.
-                        connection.execute("PRAGMA journal_mode = WAL").await?;
-                        connection.execute("PRAGMA synchronous = NORMAL").await?;
-                        connection.execute("PRAGMA busy_timeout = 5000").await?;
-                        connection.execute("PRAGMA foreign_keys = ON").await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect_with(options.clone())
-            .await;
-        let pool = match pool {
-            Ok(pool) => pool,
-            // The pool reports only that it timed out; one direct attempt
-            // surfaces the cause, such as a refused connection.
-            Err(sqlx::Error::PoolTimedOut) => {
-                let cause = match sqlx::AnyConnection::connect_with(&options).await {
-                    Ok(_) => sqlx::Error::PoolTimedOut,
-                    Err(error) => error,
-                };
-                return Err(OpenError::Connect(cause));
-            }
-            Err(error) => return Err(OpenError::Connect(error)),
+        let max_connections = match backend {
+            Backend::Sqlite => 8,
+            Backend::Postgres => 16,
         };
+        let pool = connect_pool(&options, backend, max_connections).await?;
         migrations::run(&pool, backend)
             .await
             .map_err(OpenError::Migrate)?;
+        let writer = match backend {
+            // SQLite lets one transaction write at a time anyway.
+            Backend::Sqlite => Some(connect_pool(&options, backend, 1).await?),
+            Backend::Postgres => None,
+        };
         Ok(Self {
             pool,
+            writer,
             backend,
             lock,
         })
@@ -147,19 +129,26 @@ impl Db {
 
     /// Starts a transaction that will write.
     ///
-    /// On SQLite it takes the write lock up front (`BEGIN IMMEDIATE`), so
-    /// concurrent writers queue on `busy_timeout`. A deferred transaction
-    /// that reads first would fail with `SQLITE_BUSY_SNAPSHOT` when another
-    /// writer commits between its read and its write.
+    /// On SQLite it runs on the single writer connection, so concurrent
+    /// writers wait in the pool's queue (up to [`ACQUIRE_TIMEOUT`]) and
+    /// are woken when the previous transaction ends. It takes the write
+    /// lock up front (`BEGIN IMMEDIATE`), because a deferred transaction
+    /// that reads first would fail with `SQLITE_BUSY_SNAPSHOT` when a
+    /// statement on another connection commits a write between its read
+    /// and its write. Such autocommit writes through [`Db::pool`] still
+    /// wait on `busy_timeout`.
     pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
-        match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
-            Backend::Postgres => self.pool.begin().await,
+        match &self.writer {
+            Some(writer) => writer.begin_with("BEGIN IMMEDIATE").await,
+            None => self.pool.begin().await,
         }
     }
 
     /// Closes every connection; pending queries finish first.
     pub async fn close(&self) {
+        if let Some(writer) = &self.writer {
+            writer.close().await;
+        }
         self.pool.close().await;
     }
 
@@ -187,6 +176,47 @@ fn backend_of(url: &str) -> Result<Backend, OpenError> {
         "sqlite" => Ok(Backend::Sqlite),
         "postgres" | "postgresql" => Ok(Backend::Postgres),
         other => Err(OpenError::UnsupportedUrl(other.to_string())),
+    }
+}
+
+/// Opens a pool of up to `max_connections` connections with the session
+/// settings of `backend`.
+async fn connect_pool(
+    options: &AnyConnectOptions,
+    backend: Backend,
+    max_connections: u32,
+) -> Result<AnyPool, OpenError> {
+    let pool = AnyPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .after_connect(move |connection, _| {
+            Box::pin(async move {
+                if backend == Backend::Sqlite {
+                    // WAL lets readers run beside the single writer, and
+                    // busy_timeout makes writes on other connections wait
+                    // for the lock instead of failing.
+                    connection.execute("PRAGMA journal_mode = WAL").await?;
+                    connection.execute("PRAGMA synchronous = NORMAL").await?;
+                    connection.execute("PRAGMA busy_timeout = 5000").await?;
+                    connection.execute("PRAGMA foreign_keys = ON").await?;
+                }
+                Ok(())
+            })
+        })
+        .connect_with(options.clone())
+        .await;
+    match pool {
+        Ok(pool) => Ok(pool),
+        // The pool reports only that it timed out; one direct attempt
+        // surfaces the cause, such as a refused connection.
+        Err(sqlx::Error::PoolTimedOut) => {
+            let cause = match sqlx::AnyConnection::connect_with(options).await {
+                Ok(_) => sqlx::Error::PoolTimedOut,
+                Err(error) => error,
+            };
+            Err(OpenError::Connect(cause))
+        }
+        Err(error) => Err(OpenError::Connect(error)),
     }
 }
 
@@ -336,6 +366,60 @@ mod tests {
         drop(first);
         let again = Db::open(&url).await.unwrap();
         again.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite_writers_take_turns() {
+        let path = std::env::temp_dir().join(format!("agyn-writers-{}.db", std::process::id()));
+        let url = format!("sqlite://{}", path.display());
+        let db = Db::open(&url).await.unwrap();
+        sqlx::query("CREATE TABLE counter (id BIGINT PRIMARY KEY, value BIGINT NOT NULL)")
+            .execute(db.pool())
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO counter (id, value) VALUES (1, 0)")
+            .execute(db.pool())
+            .await
+            .unwrap();
+
+        // Each writer reads, yields while holding its transaction, and
+        // writes. A lost update or a busy error fails the test.
+        let mut writers = tokio::task::JoinSet::new();
+        for _ in 0..32 {
+            let db = db.clone();
+            writers.spawn(async move {
+                let mut tx = db.begin_write().await?;
+                let value: i64 = sqlx::query_scalar("SELECT value FROM counter WHERE id = 1")
+                    .fetch_one(&mut *tx)
+                    .await?;
+                tokio::task::yield_now().await;
+                sqlx::query("UPDATE counter SET value = $1 WHERE id = 1")
+                    .bind(value + 1)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await
+            });
+        }
+        while let Some(result) = writers.join_next().await {
+            result.unwrap().unwrap();
+        }
+
+        // A write transaction left open does not block readers.
+        let open = db.begin_write().await.unwrap();
+        let value: i64 = sqlx::query_scalar("SELECT value FROM counter WHERE id = 1")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+        assert_eq!(value, 32);
+        drop(open);
+
+        db.close().await;
+        drop(db);
+        for suffix in ["", "-wal", "-shm", ".lock"] {
+            let mut file = path.as_os_str().to_owned();
+            file.push(suffix);
+            let _ = std::fs::remove_file(file);
+        }
     }
 
     #[tokio::test]

@@ -58,6 +58,11 @@ const SCRIPTS: &[Script] = &[
         include_str!("../migrations/0012_tracing.sql"),
     ),
     (13, "apps", include_str!("../migrations/0013_apps.sql")),
+    (
+        14,
+        "tuples by subject object",
+        include_str!("../migrations/0014_tuples_by_subject_object.sql"),
+    ),
 ];
 
 #[derive(Debug)]

@@ -52,11 +52,15 @@ pub async fn replayed(
     match idempotency::lookup(connection, scope, caller_id, key, now_micros()).await? {
         None => Ok(None),
         Some(recorded) if recorded.fingerprint == fingerprint => Ok(Some(recorded.resource_id)),
-        Some(_) => Err(Error::already_exists(
-            "request_id was already used for a different request",
-        )
-        .with_reason("IDEMPOTENCY_KEY_REUSED")),
+        Some(_) => Err(key_reused()),
     }
+}
+
+/// Builds the error of a request key reused for a different request,
+/// `already_exists` with reason `IDEMPOTENCY_KEY_REUSED`.
+pub fn key_reused() -> Error {
+    Error::already_exists("request_id was already used for a different request")
+        .with_reason("IDEMPOTENCY_KEY_REUSED")
 }
 
 /// Records `key` for `resource_id` in the caller's transaction. An empty
