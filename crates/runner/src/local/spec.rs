@@ -283,14 +283,13 @@ fn containers(
     Ok(all)
 }
 
-/// Checks the mounts of every container and returns the symlinks to
-/// create. Every mount path maps to one volume, and no mount path lies
-/// under another, because all containers share the workload root.
-fn plan_mounts(
-    containers: &[(Role, String, &pb::ContainerSpec)],
+/// Checks the mounts of every container and returns the volume name of
+/// each mount path. Every mount path maps to one volume, and no mount path
+/// lies under another, because all containers share the workload root.
+fn plan_mounts<'a>(
+    containers: &[(Role, String, &'a pb::ContainerSpec)],
     volumes: &BTreeMap<String, VolumeRecord>,
-    root: &Path,
-) -> Result<Vec<(PathBuf, PathBuf)>> {
+) -> Result<BTreeMap<&'a str, &'a str>> {
     let mut by_path: BTreeMap<&str, &str> = BTreeMap::new();
     for (_, field, container) in containers {
         for (index, mount) in container.mounts.iter().enumerate() {
@@ -329,29 +328,51 @@ fn plan_mounts(
             }
         }
     }
-    Ok(by_path
-        .into_iter()
-        .map(|(path, volume)| (host_path(root, path), volumes[volume].host_path.clone()))
-        .collect())
+    Ok(by_path)
 }
 
-/// Checks the inline files: absolute paths outside every mount path.
+/// Checks the inline files and returns their host paths with their
+/// contents. A file under the mount path of an ephemeral volume is written
+/// into that volume's directory, and any other file under the workload
+/// root. Both kinds are deleted at stop.
 fn plan_inline_files(
     request: &pb::StartWorkloadRequest,
-    links: &[(PathBuf, PathBuf)],
+    mounts: &BTreeMap<&str, &str>,
+    volumes: &BTreeMap<String, VolumeRecord>,
     root: &Path,
 ) -> Result<Vec<(PathBuf, Vec<u8>)>> {
     let mut files = Vec::new();
     for (path, contents) in &request.inline_files {
         let field = format!("inline_files[{path:?}]");
         check_container_path(&field, path)?;
-        let host = host_path(root, path);
-        if links.iter().any(|(link, _)| host.starts_with(link)) {
-            return Err(Error::invalid_field(
-                &field,
-                "must not lie under a mount path",
-            ));
-        }
+        let mount = mounts
+            .iter()
+            .find(|(mount_path, _)| is_under(path, mount_path));
+        let host = match mount {
+            None => host_path(root, path),
+            Some((mount_path, _)) if path == mount_path => {
+                return Err(Error::invalid_field(
+                    &field,
+                    &format!("{path:?} is a mount path; an inline file must lie under it"),
+                ));
+            }
+            Some((mount_path, volume)) => {
+                let volume = &volumes[*volume];
+                if volume.kind == VolumeKind::Named {
+                    // Deleting the file at stop would delete data of a
+                    // volume that outlives the workload.
+                    return Err(Error::invalid_field(
+                        &field,
+                        &format!(
+                            "{path:?} lies under mount path {mount_path:?} of named volume {:?}; \
+                             put inline files under an ephemeral volume or outside every mount path",
+                            volume.name
+                        ),
+                    ));
+                }
+                volume.host_path.join(&path[mount_path.len() + 1..])
+            }
+        };
         files.push((host, contents.to_vec()));
     }
     files.sort();
@@ -497,8 +518,12 @@ pub(crate) fn plan(request: &pb::StartWorkloadRequest, layout: &Layout<'_>) -> R
     let root = layout.root();
     let containers = containers(request)?;
     let volumes = plan_volumes(request, layout)?;
-    let links = plan_mounts(&containers, &volumes, &root)?;
-    let inline_files = plan_inline_files(request, &links, &root)?;
+    let mounts = plan_mounts(&containers, &volumes)?;
+    let inline_files = plan_inline_files(request, &mounts, &volumes, &root)?;
+    let links = mounts
+        .iter()
+        .map(|(path, volume)| (host_path(&root, path), volumes[*volume].host_path.clone()))
+        .collect();
     let ports = allocate_ports(&request.ports)?;
 
     let mut records = Vec::with_capacity(containers.len());
