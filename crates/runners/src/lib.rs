@@ -13,6 +13,7 @@
 
 #![allow(refining_impl_trait_internal, refining_impl_trait_reachable)]
 
+mod activity;
 mod cleanup;
 mod enroll;
 mod events;

@@ -286,3 +286,24 @@ pub(crate) async fn organization_has_active(
     .await?;
     Ok(row.is_some())
 }
+
+/// Returns the ids of the RUNNING workloads whose agent is PROCESSING and
+/// whose last activity came before `before` (µs).
+pub(crate) async fn processing_before(
+    connection: &mut AnyConnection,
+    before: i64,
+) -> Result<Vec<String>> {
+    let rows = sqlx::query(
+        "SELECT id FROM workloads WHERE status = $1 AND agent_state = $2 \
+         AND last_activity_at < $3 ORDER BY id",
+    )
+    .bind(i64::from(WorkloadStatus::Running.number()))
+    .bind(i64::from(AgentState::Processing.number()))
+    .bind(before)
+    .fetch_all(&mut *connection)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|row| row.try_get("id"))
+        .collect::<Result<Vec<String>, _>>()?)
+}
