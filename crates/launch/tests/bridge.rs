@@ -212,6 +212,26 @@ async fn bridge_lists_and_calls_tools() {
 }
 
 #[tokio::test]
+async fn bridge_serves_python_sdk_client() {
+    let bridge = Bridge::start(python_server()).await;
+    let client = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/mcp_http_client.py");
+    let output = tokio::process::Command::new(venv_python())
+        .arg(client)
+        .arg(&bridge.url)
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let result: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        result["tools"],
+        json!(["add", "echo", "list_roots", "sleep"])
+    );
+    assert_eq!(result["text"], json!(["5"]));
+    assert_eq!(result["is_error"], false);
+}
+
+#[tokio::test]
 async fn bridge_drops_server_notifications() {
     let bridge = Bridge::start(python_server()).await;
     let session = bridge.initialize().await;
