@@ -25,6 +25,9 @@ enum Command {
     Serve(Box<config::ServeArgs>),
     /// Run workloads as local processes for a platform on another host.
     Runner(runner::RunnerArgs),
+    // The command-line client: login, orgs, agents, send and the others.
+    #[command(flatten)]
+    Client(agyn_cli::Command),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +56,7 @@ fn main() -> ExitCode {
             }
             run_async("Runner", runner::run(args))
         }
+        Command::Client(command) => agyn_cli::run(command),
     }
 }
 

@@ -1,0 +1,109 @@
+//! The error every command returns, and the exit status it maps to.
+
+use std::fmt;
+
+use agyn_client::ConnectError;
+
+/// Result of a command.
+pub type Result<T, E = CliError> = std::result::Result<T, E>;
+
+/// Failure of a command.
+#[derive(Debug)]
+pub enum CliError {
+    /// The gateway rejected a call. Printed as `<code>: <message>`, with
+    /// the Connect code in snake case (`permission_denied`, `not_found`).
+    Gateway { code: &'static str, message: String },
+    /// Invalid or missing input found after parsing, such as a flag that
+    /// another flag requires. Exits 2, like clap's usage errors.
+    Usage(String),
+    /// A local failure: a file, the stored credentials, a timeout.
+    Failed(String),
+    /// Standard output was closed by its reader (`agyn logs ... | head`).
+    /// The command stops quietly and exits 0.
+    OutputClosed,
+}
+
+impl CliError {
+    pub fn usage(message: impl Into<String>) -> Self {
+        Self::Usage(message.into())
+    }
+
+    pub fn failed(message: impl Into<String>) -> Self {
+        Self::Failed(message.into())
+    }
+
+    /// Returns the process exit status: 2 for usage errors, 0 for a closed
+    /// output, 1 otherwise.
+    pub fn exit_status(&self) -> u8 {
+        match self {
+            Self::Usage(_) => 2,
+            Self::OutputClosed => 0,
+            Self::Gateway { .. } | Self::Failed(_) => 1,
+        }
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Gateway { code, message } => write!(f, "{code}: {message}"),
+            Self::Usage(message) | Self::Failed(message) => f.write_str(message),
+            Self::OutputClosed => f.write_str("standard output was closed"),
+        }
+    }
+}
+
+impl std::error::Error for CliError {}
+
+impl From<ConnectError> for CliError {
+    fn from(error: ConnectError) -> Self {
+        let code = error.code.as_str();
+        let message = error
+            .message
+            .unwrap_or_else(|| format!("the gateway returned {code} without a message"));
+        Self::Gateway { code, message }
+    }
+}
+
+impl From<std::io::Error> for CliError {
+    /// Converts a failed write to standard output. Other I/O errors are
+    /// converted where they happen, with the path involved.
+    fn from(error: std::io::Error) -> Self {
+        if error.kind() == std::io::ErrorKind::BrokenPipe {
+            Self::OutputClosed
+        } else {
+            Self::failed(format!("failed to write the output: {error}"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agyn_client::ErrorCode;
+
+    #[test]
+    fn gateway_error_shows_code_and_message() {
+        let error = CliError::from(ConnectError::new(
+            ErrorCode::PermissionDenied,
+            "missing can_manage on organization:x",
+        ));
+        assert_eq!(
+            error.to_string(),
+            "permission_denied: missing can_manage on organization:x"
+        );
+        assert_eq!(error.exit_status(), 1);
+    }
+
+    #[test]
+    fn usage_error_exits_two() {
+        assert_eq!(CliError::usage("--base-url is required").exit_status(), 2);
+    }
+
+    #[test]
+    fn broken_pipe_is_a_quiet_stop() {
+        let error = CliError::from(std::io::Error::from(std::io::ErrorKind::BrokenPipe));
+        assert!(matches!(error, CliError::OutputClosed));
+        assert_eq!(error.exit_status(), 0);
+    }
+}

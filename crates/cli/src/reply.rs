@@ -1,0 +1,329 @@
+//! Waiting for the reply to a sent message: `agyn send --wait`.
+//!
+//! The watch follows the notification protocol of the gateway: it
+//! subscribes to `thread_participant:me`, which receives `message.created`
+//! for every message sent to the caller, waits for `ready`, and only then
+//! lets the message be sent. After a gap notice or a dropped stream it
+//! reconnects with the last envelope id and re-reads the thread, so a
+//! reply published while the stream was down is still found.
+
+use std::io::{IsTerminal as _, Write as _};
+use std::time::{Duration, Instant};
+
+use agyn_client::notifications::__buffa::oneof::subscribe_response::Kind;
+use agyn_client::notifications::__buffa::view::SubscribeResponseView;
+use agyn_client::notifications::{NotificationEnvelope, SubscribeRequest, SubscriptionReady};
+use agyn_client::runners::ListWorkloadsByThreadRequest;
+use agyn_client::threads::{GetMessagesRequest, Message, MessageOrder};
+use agyn_client::{CallOptions, ConnectError, ErrorCode, Gateway};
+use connectrpc::client::{ClientTransport, ServerStream, SharedHttp2Connection};
+
+use crate::error::{CliError, Result};
+use crate::output;
+use crate::resolve;
+
+/// The room that receives `message.created` for the caller's messages.
+const ROOM: &str = "thread_participant:me";
+
+/// First and longest pause before reconnecting a dropped stream.
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// How often the progress line refreshes the workload status.
+const WORKLOAD_POLL_INTERVAL: Duration = Duration::from_secs(3);
+
+type Events = ServerStream<
+    <SharedHttp2Connection as ClientTransport>::ResponseBody,
+    SubscribeResponseView<'static>,
+>;
+
+/// An open subscription that waits for replies in one thread.
+pub struct ReplyWatch {
+    /// A client without the default deadline, which would end the stream.
+    gateway: Gateway,
+    thread_id: String,
+    caller_id: String,
+    events: Events,
+    last_event_id: Option<String>,
+}
+
+impl ReplyWatch {
+    /// Subscribes and waits for `ready`.
+    pub async fn open(gateway: &Gateway, thread_id: &str) -> Result<Self> {
+        let gateway = gateway.without_default_timeout();
+        let (events, ready) = subscribe(&gateway, None).await?;
+        let caller_id = ready
+            .rooms
+            .iter()
+            .find_map(|room| room.strip_prefix("thread_participant:"))
+            .ok_or_else(|| {
+                CliError::failed(format!(
+                    "the gateway subscribed to {:?} instead of {ROOM}",
+                    ready.rooms
+                ))
+            })?
+            .to_string();
+        Ok(Self {
+            gateway,
+            thread_id: thread_id.to_string(),
+            caller_id,
+            events,
+            last_event_id: None,
+        })
+    }
+
+    /// Waits up to `timeout` for the first message after `sent_id` in the
+    /// thread from another participant. While it waits, a progress line
+    /// on standard error shows the elapsed time and the newest workload's
+    /// status, when standard error is a terminal.
+    pub async fn wait(mut self, sent_id: &str, timeout: Duration) -> Result<Message> {
+        let started = Instant::now();
+        let mut progress = std::io::stderr()
+            .is_terminal()
+            .then(|| Progress::new(self.gateway.clone(), self.thread_id.clone()));
+        let thread_id = self.thread_id.clone();
+
+        let reply = self.next_reply(sent_id);
+        tokio::pin!(reply);
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+
+        let outcome = loop {
+            tokio::select! {
+                outcome = &mut reply => break outcome,
+                () = &mut deadline => {
+                    break Err(CliError::failed(format!(
+                        "timed out after {} waiting for a reply in conversation {thread_id}. \
+                         The message {sent_id} was sent, and \
+                         `agyn workloads list --conversation {thread_id}` shows whether an \
+                         agent is working on it",
+                        humantime::format_duration(timeout)
+                    )));
+                }
+                _ = tick.tick(), if progress.is_some() => {
+                    if let Some(progress) = progress.as_mut() {
+                        progress.show(started.elapsed()).await;
+                    }
+                }
+            }
+        };
+        if let Some(progress) = progress {
+            progress.clear();
+        }
+        outcome
+    }
+
+    async fn next_reply(&mut self, sent_id: &str) -> Result<Message> {
+        loop {
+            let ended = match self.events.message().await {
+                Ok(Some(message)) => match message.to_owned_message().kind {
+                    Some(Kind::Envelope(envelope)) => {
+                        self.last_event_id = Some(envelope.id.clone());
+                        if self.is_reply_event(&envelope)
+                            && let Some(reply) = self.find_reply(sent_id).await?
+                        {
+                            return Ok(reply);
+                        }
+                        continue;
+                    }
+                    // Envelopes were lost while the stream stayed open.
+                    Some(Kind::Gap(_)) => None,
+                    _ => continue,
+                },
+                Ok(None) => Some(ConnectError::unavailable("the stream ended")),
+                Err(error) => Some(error),
+            };
+            if let Some(error) = ended {
+                if !is_retryable(&error) {
+                    return Err(error.into());
+                }
+                self.reconnect().await?;
+            }
+            if let Some(reply) = self.find_reply(sent_id).await? {
+                return Ok(reply);
+            }
+        }
+    }
+
+    /// Returns whether `envelope` announces a message in the thread from
+    /// someone other than the caller.
+    fn is_reply_event(&self, envelope: &NotificationEnvelope) -> bool {
+        if envelope.event != "message.created" {
+            return false;
+        }
+        let Some(payload) = envelope.payload.as_option() else {
+            return false;
+        };
+        let Ok(payload) = serde_json::to_value(payload) else {
+            return false;
+        };
+        payload["thread_id"].as_str() == Some(self.thread_id.as_str())
+            && payload["sender_id"].as_str() != Some(self.caller_id.as_str())
+    }
+
+    /// Opens the stream again after a pause that doubles from 1 s to 30 s,
+    /// resuming from the last envelope id.
+    async fn reconnect(&mut self) -> Result<()> {
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            tokio::time::sleep(backoff).await;
+            match subscribe(&self.gateway, self.last_event_id.clone()).await {
+                Ok((events, _)) => {
+                    self.events = events;
+                    return Ok(());
+                }
+                Err(CliError::Gateway { code, .. })
+                    if code == ErrorCode::Unavailable.as_str()
+                        || code == ErrorCode::ResourceExhausted.as_str() =>
+                {
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// Returns the oldest message after `sent_id` from another participant,
+    /// reading the thread newest first until `sent_id`.
+    async fn find_reply(&self, sent_id: &str) -> Result<Option<Message>> {
+        let client = self.gateway.threads();
+        let mut reply = None;
+        let mut page_token = String::new();
+        loop {
+            let page = client
+                .get_messages_with_options(
+                    GetMessagesRequest {
+                        thread_id: self.thread_id.clone(),
+                        order: MessageOrder::MESSAGE_ORDER_NEWEST_FIRST.into(),
+                        page_size: resolve::PAGE_SIZE,
+                        page_token,
+                        ..Default::default()
+                    },
+                    CallOptions::default().with_timeout(agyn_client::DEFAULT_TIMEOUT),
+                )
+                .await?
+                .into_owned();
+            for message in page.messages {
+                if resolve::id_of(&message.meta) == sent_id {
+                    return Ok(reply);
+                }
+                if message.sender_id != self.caller_id {
+                    reply = Some(message);
+                }
+            }
+            if page.next_page_token.is_empty() {
+                return Ok(reply);
+            }
+            page_token = page.next_page_token;
+        }
+    }
+}
+
+/// Opens a subscription to [`ROOM`] and returns it with its `ready`
+/// message.
+async fn subscribe(
+    gateway: &Gateway,
+    last_event_id: Option<String>,
+) -> Result<(Events, SubscriptionReady)> {
+    let mut events = gateway
+        .notifications()
+        .subscribe(SubscribeRequest {
+            rooms: vec![ROOM.to_string()],
+            last_event_id,
+            ..Default::default()
+        })
+        .await?;
+    match events.message().await? {
+        Some(first) => match first.to_owned_message().kind {
+            Some(Kind::Ready(ready)) => Ok((events, *ready)),
+            _ => Err(CliError::failed(
+                "the notification stream did not start with `ready`",
+            )),
+        },
+        None => Err(CliError::failed(
+            "the notification stream ended before `ready`",
+        )),
+    }
+}
+
+/// Returns whether a dropped stream is worth reopening. The gateway ends
+/// streams with `unavailable` when it shuts down and `resource_exhausted`
+/// when the subscriber fell behind.
+fn is_retryable(error: &ConnectError) -> bool {
+    matches!(
+        error.code,
+        ErrorCode::Unavailable
+            | ErrorCode::ResourceExhausted
+            | ErrorCode::DeadlineExceeded
+            | ErrorCode::Internal
+            | ErrorCode::Unknown
+    )
+}
+
+/// The progress line on standard error.
+struct Progress {
+    gateway: Gateway,
+    thread_id: String,
+    workload_status: Option<String>,
+    polled_at: Option<Instant>,
+}
+
+impl Progress {
+    fn new(gateway: Gateway, thread_id: String) -> Self {
+        Self {
+            gateway,
+            thread_id,
+            workload_status: None,
+            polled_at: None,
+        }
+    }
+
+    async fn show(&mut self, elapsed: Duration) {
+        if self
+            .polled_at
+            .is_none_or(|polled| polled.elapsed() >= WORKLOAD_POLL_INTERVAL)
+        {
+            self.polled_at = Some(Instant::now());
+            self.workload_status = self.newest_workload_status().await;
+        }
+        let status = match &self.workload_status {
+            Some(status) => format!(", workload {status}"),
+            None => String::new(),
+        };
+        let mut stderr = std::io::stderr().lock();
+        let _ = write!(
+            stderr,
+            "\r\x1b[2KWaiting for a reply: {}s{status}",
+            elapsed.as_secs()
+        );
+        let _ = stderr.flush();
+    }
+
+    /// Returns the status of the thread's newest workload, or `None` when
+    /// it has none or the call fails; the line then shows only the time.
+    async fn newest_workload_status(&self) -> Option<String> {
+        let page = self
+            .gateway
+            .runners()
+            .list_workloads_by_thread_with_options(
+                ListWorkloadsByThreadRequest {
+                    thread_id: self.thread_id.clone(),
+                    page_size: 1,
+                    ..Default::default()
+                },
+                CallOptions::default().with_timeout(Duration::from_secs(2)),
+            )
+            .await
+            .ok()?
+            .into_owned();
+        let workload = page.workloads.first()?;
+        Some(output::label(&workload.status, "WORKLOAD_STATUS_"))
+    }
+
+    fn clear(self) {
+        let mut stderr = std::io::stderr().lock();
+        let _ = write!(stderr, "\r\x1b[2K");
+        let _ = stderr.flush();
+    }
+}
