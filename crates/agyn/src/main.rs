@@ -25,6 +25,12 @@ enum Command {
     Serve(Box<config::ServeArgs>),
     /// Run workloads as local processes for a platform on another host.
     Runner(runner::RunnerArgs),
+    /// Copy this executable into a directory as <DIR>/agyn (a workload's init container).
+    Install(agyn_launch::InstallArgs),
+    /// Run the init scripts of AGYN_INIT_DIR, then a workload container's program.
+    Launch(agyn_launch::LaunchArgs),
+    /// Serve a workload's hook function over HTTP.
+    Hook(agyn_launch::HookArgs),
     // The command-line client: login, orgs, agents, send and the others.
     #[command(flatten)]
     Client(agyn_cli::Command),
@@ -55,6 +61,23 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
             run_async("Runner", runner::run(args))
+        }
+        // Install only copies a file, so it starts neither a logger nor a
+        // runtime.
+        Command::Install(args) => agyn_launch::install::run(args),
+        Command::Launch(args) => {
+            if let Err(error) = config::install_logger("info", config::LogFormat::Text) {
+                eprintln!("agyn: {error}");
+                return ExitCode::from(2);
+            }
+            agyn_launch::launch::run(args)
+        }
+        Command::Hook(args) => {
+            if let Err(error) = config::install_logger("info", config::LogFormat::Text) {
+                eprintln!("agyn: {error}");
+                return ExitCode::from(2);
+            }
+            agyn_launch::hook::run(args)
         }
         Command::Client(command) => agyn_cli::run(command),
     }
