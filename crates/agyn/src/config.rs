@@ -80,8 +80,39 @@ pub struct ServeArgs {
     /// Run the built-in runner in this process, which runs workloads as local processes [default: true].
     #[arg(long, env = "AGYN_RUNNER_BUILTIN", value_name = "BOOL", action = clap::ArgAction::Set)]
     pub runner_builtin: Option<bool>,
+    /// Gateway URL that workloads call, over https because workloads authenticate with their client certificate [default: https://127.0.0.1:<port of --listen>].
+    #[arg(long, env = "AGYN_WORKLOAD_GATEWAY_URL")]
+    pub workload_gateway_url: Option<String>,
     #[command(flatten)]
     pub oidc: OidcArgs,
+    #[command(flatten)]
+    pub orchestrator: OrchestratorArgs,
+}
+
+/// Orchestrator flags of `agyn serve`, in the `[orchestrator]` table of
+/// `agyn.toml` without the `orchestrator_` prefix. Durations are a number
+/// with s, m, h or d, such as 10s.
+#[derive(Args, Debug, Default)]
+#[command(next_help_heading = "Orchestrator")]
+pub struct OrchestratorArgs {
+    /// Interval of the start pass and the idle check [default: 10s].
+    #[arg(long, env = "AGYN_ORCHESTRATOR_POLL_INTERVAL")]
+    pub orchestrator_poll_interval: Option<String>,
+    /// Interval of the workload reconciliation of each runner [default: 15s].
+    #[arg(long, env = "AGYN_ORCHESTRATOR_RECONCILE_INTERVAL")]
+    pub orchestrator_reconcile_interval: Option<String>,
+    /// Comma-separated delays after the 1st, 2nd, ... consecutive failed start; the last repeats [default: 10s,30s,1m,5m,15m].
+    #[arg(long, env = "AGYN_ORCHESTRATOR_BACKOFF", value_delimiter = ',')]
+    pub orchestrator_backoff: Option<Vec<String>>,
+    /// Consecutive failed starts after which the thread is degraded [default: 10].
+    #[arg(long, env = "AGYN_ORCHESTRATOR_MAX_ATTEMPTS")]
+    pub orchestrator_max_attempts: Option<u32>,
+    /// Time a workload may stay STARTING before it fails with START_TIMEOUT [default: 300s].
+    #[arg(long, env = "AGYN_ORCHESTRATOR_START_TIMEOUT")]
+    pub orchestrator_start_timeout: Option<String>,
+    /// Age after which a STARTING workload that its runner does not have fails [default: 30s].
+    #[arg(long, env = "AGYN_ORCHESTRATOR_MISSING_GRACE")]
+    pub orchestrator_missing_grace: Option<String>,
 }
 
 /// OIDC sign-in flags of `agyn serve`, in the `[oidc]` table of
@@ -131,6 +162,19 @@ struct FileConfig {
     runner: Option<RunnerFile>,
     files: Option<FilesFile>,
     tracing: Option<TracingFile>,
+    workload_gateway_url: Option<String>,
+    orchestrator: Option<OrchestratorFile>,
+}
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+struct OrchestratorFile {
+    poll_interval: Option<String>,
+    reconcile_interval: Option<String>,
+    backoff: Option<Vec<String>>,
+    max_attempts: Option<u32>,
+    start_timeout: Option<String>,
+    missing_grace: Option<String>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -234,6 +278,8 @@ pub struct Config {
     pub files_max_upload_bytes: u64,
     /// Age after which spans are deleted.
     pub tracing_retention: std::time::Duration,
+    /// Orchestrator timings and the gateway URL given to workloads.
+    pub orchestrator: agyn_orchestrator::OrchestratorConfig,
 }
 
 impl Config {
@@ -361,6 +407,15 @@ impl Config {
             Some(text) => parse_duration("tracing_retention", &text)?,
             None => agyn_tracing::DEFAULT_RETENTION,
         };
+        let workload_gateway_url = args
+            .workload_gateway_url
+            .or(file.workload_gateway_url)
+            .unwrap_or_else(|| format!("https://127.0.0.1:{}", listen.port()));
+        let orchestrator = resolve_orchestrator(
+            args.orchestrator,
+            file.orchestrator.unwrap_or_default(),
+            workload_gateway_url,
+        )?;
         Ok(Self {
             data_dir,
             database_url,
@@ -379,8 +434,77 @@ impl Config {
             files_s3,
             files_max_upload_bytes,
             tracing_retention,
+            orchestrator,
         })
     }
+}
+
+/// Layers the orchestrator flags over the `[orchestrator]` table and the
+/// defaults.
+fn resolve_orchestrator(
+    args: OrchestratorArgs,
+    file: OrchestratorFile,
+    workload_gateway_url: String,
+) -> Result<agyn_orchestrator::OrchestratorConfig, String> {
+    let valid_url = workload_gateway_url
+        .strip_prefix("https://")
+        .is_some_and(|rest| !rest.is_empty());
+    if !valid_url {
+        return Err(format!(
+            "invalid workload_gateway_url {workload_gateway_url:?}: expected https://host[:port], \
+             because workloads authenticate with their client certificate over TLS"
+        ));
+    }
+    let mut config = agyn_orchestrator::OrchestratorConfig {
+        workload_gateway_url,
+        ..Default::default()
+    };
+    let durations = [
+        (
+            "orchestrator_poll_interval",
+            args.orchestrator_poll_interval.or(file.poll_interval),
+            &mut config.poll_interval,
+        ),
+        (
+            "orchestrator_reconcile_interval",
+            args.orchestrator_reconcile_interval
+                .or(file.reconcile_interval),
+            &mut config.reconcile_interval,
+        ),
+        (
+            "orchestrator_start_timeout",
+            args.orchestrator_start_timeout.or(file.start_timeout),
+            &mut config.start_timeout,
+        ),
+        (
+            "orchestrator_missing_grace",
+            args.orchestrator_missing_grace.or(file.missing_grace),
+            &mut config.missing_grace,
+        ),
+    ];
+    for (key, text, value) in durations {
+        if let Some(text) = text {
+            *value = parse_duration(key, &text)?;
+        }
+    }
+    if let Some(delays) = args.orchestrator_backoff.or(file.backoff) {
+        if delays.is_empty() {
+            return Err(
+                "invalid orchestrator_backoff: name at least one delay, such as 10s".into(),
+            );
+        }
+        config.backoff_schedule = delays
+            .iter()
+            .map(|delay| parse_duration("orchestrator_backoff", delay.trim()))
+            .collect::<Result<_, _>>()?;
+    }
+    if let Some(max_attempts) = args.orchestrator_max_attempts.or(file.max_attempts) {
+        if max_attempts == 0 {
+            return Err("orchestrator_max_attempts must be at least 1".to_string());
+        }
+        config.max_attempts = max_attempts;
+    }
+    Ok(config)
 }
 
 /// Parses a duration such as `14d`, `36h`, `90m` or `3600s`.
@@ -697,6 +821,94 @@ mod tests {
         args.oidc.oidc_claim_picture = Some(String::new());
         let error = Config::resolve(args).unwrap_err();
         assert_eq!(error, "invalid oidc_claim_picture \"\": name a claim");
+    }
+
+    #[test]
+    fn orchestrator_settings_layer_flags_over_the_file() {
+        let dir = std::env::temp_dir().join(format!("agyn-config-orch-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = Config::resolve(args_in(&dir)).unwrap().orchestrator;
+        assert_eq!(config.workload_gateway_url, "https://127.0.0.1:8080");
+        assert_eq!(config.poll_interval.as_secs(), 10);
+        assert_eq!(config.max_attempts, 10);
+        assert_eq!(config.backoff_schedule.len(), 5);
+
+        std::fs::write(
+            dir.join("agyn.toml"),
+            "workload_gateway_url = \"https://agyn.internal:8443\"\n\
+             [orchestrator]\npoll_interval = \"5s\"\nbackoff = [\"1s\", \"2m\"]\nmax_attempts = 4\n",
+        )
+        .unwrap();
+        let config = Config::resolve(args_in(&dir)).unwrap().orchestrator;
+        assert_eq!(config.workload_gateway_url, "https://agyn.internal:8443");
+        assert_eq!(config.poll_interval.as_secs(), 5);
+        let backoff: Vec<u64> = config
+            .backoff_schedule
+            .iter()
+            .map(|d| d.as_secs())
+            .collect();
+        assert_eq!(backoff, [1, 120]);
+        assert_eq!(config.max_attempts, 4);
+
+        let mut args = args_in(&dir);
+        args.orchestrator.orchestrator_poll_interval = Some("2s".into());
+        args.orchestrator.orchestrator_backoff = Some(vec!["3s".into()]);
+        args.orchestrator.orchestrator_start_timeout = Some("1m".into());
+        args.orchestrator.orchestrator_missing_grace = Some("45s".into());
+        args.orchestrator.orchestrator_reconcile_interval = Some("20s".into());
+        let config = Config::resolve(args).unwrap().orchestrator;
+        assert_eq!(config.poll_interval.as_secs(), 2);
+        assert_eq!(config.backoff_schedule, [std::time::Duration::from_secs(3)]);
+        assert_eq!(config.start_timeout.as_secs(), 60);
+        assert_eq!(config.missing_grace.as_secs(), 45);
+        assert_eq!(config.reconcile_interval.as_secs(), 20);
+        assert_eq!(config.max_attempts, 4);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn bad_orchestrator_values_are_rejected() {
+        let dir = std::env::temp_dir().join("agyn-config-bad-orch");
+        let mut args = args_in(&dir);
+        args.workload_gateway_url = Some("http://127.0.0.1:8080".into());
+        let error = Config::resolve(args).unwrap_err();
+        assert!(
+            error.starts_with("invalid workload_gateway_url \"http://127.0.0.1:8080\""),
+            "{error}"
+        );
+
+        let mut args = args_in(&dir);
+        args.orchestrator.orchestrator_backoff = Some(vec!["10s".into(), "soon".into()]);
+        let error = Config::resolve(args).unwrap_err();
+        assert!(
+            error.starts_with("invalid orchestrator_backoff \"soon\""),
+            "{error}"
+        );
+
+        let mut args = args_in(&dir);
+        args.orchestrator.orchestrator_max_attempts = Some(0);
+        let error = Config::resolve(args).unwrap_err();
+        assert_eq!(error, "orchestrator_max_attempts must be at least 1");
+
+        let mut args = args_in(&dir);
+        args.orchestrator.orchestrator_poll_interval = Some("0s".into());
+        let error = Config::resolve(args).unwrap_err();
+        assert!(
+            error.starts_with("invalid orchestrator_poll_interval \"0s\""),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn workload_gateway_url_follows_listen() {
+        let dir = std::env::temp_dir().join("agyn-config-gateway");
+        let mut args = args_in(&dir);
+        args.listen = Some("0.0.0.0:9443".into());
+        let config = Config::resolve(args).unwrap();
+        assert_eq!(
+            config.orchestrator.workload_gateway_url,
+            "https://127.0.0.1:9443"
+        );
     }
 
     #[test]

@@ -75,6 +75,7 @@ pub async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
                 .map_err(|error| format!("failed to open the file store: {error}"))?,
         ),
     };
+    let bus = events.clone();
     let mut platform = Platform::new(
         db.clone(),
         pki.clone(),
@@ -159,52 +160,48 @@ pub async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         tracing::info!(%address, "Internal listener started (mutual TLS)");
     }
 
-    let mut purge_stop = shutdown_tx.subscribe();
-    let platform_orgs = platform.orgs.clone();
-    let purges = tokio::spawn(async move {
-        platform_orgs
-            .run_purges(async move {
-                let _ = purge_stop.wait_for(|stop| *stop).await;
-            })
-            .await;
-    });
-
-    // NOTE: every replica probes runners, as every replica runs purges:
-    // there is no leader election yet. Probes only refresh runner state,
-    // so running them twice is harmless.
-    let runners = platform.runners.clone();
-    let probes = tokio::spawn(async move {
-        let liveness = agyn_runners::Liveness::default();
-        let mut ticks = tokio::time::interval(agyn_runners::LIVENESS_INTERVAL);
-        loop {
-            ticks.tick().await;
-            if let Err(error) = liveness.probe_all(&runners).await {
-                tracing::warn!(%error, "Runner liveness probes failed");
-            }
-        }
-    });
-
+    // Singleton jobs run only on the leader: always with SQLite, and with
+    // PostgreSQL on the replica holding the advisory lock.
+    let leadership = agyn_orchestrator::Leadership::start(&db);
+    let orchestrator = agyn_orchestrator::Orchestrator::new(
+        agyn_orchestrator::Services {
+            agents: platform.agents.clone(),
+            runners: platform.runners.clone(),
+            threads: platform.threads.clone(),
+            secrets: platform.secrets.clone(),
+            llm: platform.llm.clone(),
+            pki: pki.clone(),
+            events: bus,
+            connector: std::sync::Arc::new(platform.connector.clone()),
+        },
+        config.orchestrator.clone(),
+    )?;
+    let mut singletons = tokio::task::JoinSet::new();
+    singletons.spawn(agyn_orchestrator::run_while_leader(
+        "orchestrator",
+        leadership.subscribe(),
+        move || {
+            let orchestrator = orchestrator.clone();
+            async move { orchestrator.run().await }
+        },
+    ));
+    let orgs = platform.orgs.clone();
+    singletons.spawn(agyn_orchestrator::run_while_leader(
+        "organization purges",
+        leadership.subscribe(),
+        move || {
+            let orgs = orgs.clone();
+            async move { orgs.run_purges(std::future::pending()).await }
+        },
+    ));
     let files = platform.files.clone();
     let tracing_store = platform.tracing.clone();
     let retention = config.tracing_retention;
-    let housekeeping = tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(HOUSEKEEPING_INTERVAL);
-        loop {
-            ticks.tick().await;
-            match files.sweep_orphans().await {
-                Ok(0) => {}
-                Ok(removed) => {
-                    tracing::info!(removed, "Removed file objects left by failed uploads")
-                }
-                Err(error) => tracing::warn!(%error, "File object sweep failed"),
-            }
-            match tracing_store.prune(retention).await {
-                Ok(0) => {}
-                Ok(deleted) => tracing::info!(deleted, "Deleted spans past their retention"),
-                Err(error) => tracing::warn!(%error, "Span retention pass failed"),
-            }
-        }
-    });
+    singletons.spawn(agyn_orchestrator::run_while_leader(
+        "housekeeping",
+        leadership.subscribe(),
+        move || housekeeping(files.clone(), tracing_store.clone(), retention),
+    ));
 
     let signal = signals.next().await;
     tracing::info!(signal, grace_s = SHUTDOWN_GRACE.as_secs(), "Shutting down");
@@ -226,12 +223,34 @@ pub async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
             tracing::warn!(signal, "Second signal; closing open connections");
         }
     }
-    purges.abort();
-    probes.abort();
-    housekeeping.abort();
+    singletons.abort_all();
+    drop(leadership);
     db.close().await;
     tracing::info!("Stopped");
     Ok(())
+}
+
+/// Sweeps file objects left by failed uploads and deletes spans past
+/// `retention`, every [`HOUSEKEEPING_INTERVAL`].
+async fn housekeeping(
+    files: agyn_files::Files,
+    tracing_store: agyn_tracing::Tracing,
+    retention: Duration,
+) {
+    let mut ticks = tokio::time::interval(HOUSEKEEPING_INTERVAL);
+    loop {
+        ticks.tick().await;
+        match files.sweep_orphans().await {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(removed, "Removed file objects left by failed uploads"),
+            Err(error) => tracing::warn!(%error, "File object sweep failed"),
+        }
+        match tracing_store.prune(retention).await {
+            Ok(0) => {}
+            Ok(deleted) => tracing::info!(deleted, "Deleted spans past their retention"),
+            Err(error) => tracing::warn!(%error, "Span retention pass failed"),
+        }
+    }
 }
 
 /// Registers this host's built-in runner (once per host name) and opens

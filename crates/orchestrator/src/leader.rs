@@ -213,15 +213,15 @@ where
     Fut: Future<Output = ()> + Send + 'static,
 {
     loop {
-        if leader.wait_for(|leading| *leading).await.is_err() {
+        if !wait_until(&mut leader, true).await {
             return;
         }
         tracing::info!(job = name, "Singleton job started on the leader");
         let mut running = tokio::spawn(job());
         tokio::select! {
-            lost = leader.wait_for(|leading| !*leading) => {
+            open = wait_until(&mut leader, false) => {
                 running.abort();
-                if lost.is_err() {
+                if !open {
                     return;
                 }
                 tracing::info!(job = name, "Singleton job stopped because leadership was lost");
@@ -237,4 +237,10 @@ where
             }
         }
     }
+}
+
+/// Waits until `leader` is `leading`; returns false when the election
+/// ended first.
+async fn wait_until(leader: &mut watch::Receiver<bool>, leading: bool) -> bool {
+    leader.wait_for(|value| *value == leading).await.is_ok()
 }
