@@ -114,7 +114,11 @@ pub async fn run(
     agent.stop().await;
     drop(agent);
     drop(tracer);
-    let _ = exporter.await;
+    // The flush in `stop` sent the spans, so the exporter only has to
+    // notice that every handle is gone.
+    if tokio::time::timeout(FLUSH_LIMIT, exporter).await.is_err() {
+        tracing::warn!("The span exporter did not stop in time");
+    }
     tracing::info!("Agent stopped");
     result
 }

@@ -7,7 +7,9 @@ mod upstream;
 
 use std::time::Duration;
 
-use agyn_agent::{AgentConfig, AgentError, INTERRUPTED_OUTPUT, reply_request_id};
+use agyn_agent::{
+    AgentConfig, AgentError, HookAddress, HookEvent, INTERRUPTED_OUTPUT, reply_request_id,
+};
 use agyn_api_tracing::opentelemetry::proto::trace::v1::status::StatusCode;
 use agyn_client::{into_error, runners, threads};
 use agyn_runners::WorkloadStatus;
@@ -622,4 +624,249 @@ async fn request_carries_instructions_history_and_tools() {
     ] {
         assert!(tools.contains(&name), "{name} missing from {tools:?}");
     }
+}
+
+/// Starts the hook server of `agyn hook serve` in process with `function`
+/// and returns its `/run` URL.
+async fn hook_server(function: &str) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/run", listener.local_addr().unwrap());
+    let settings = agyn_launch::hook::HookSettings {
+        function: function.to_string(),
+        timeout: Duration::from_secs(10),
+    };
+    tokio::spawn(agyn_launch::hook::serve(
+        listener,
+        settings,
+        std::future::pending(),
+    ));
+    url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hooks_run_at_each_event() {
+    let world = World::start(Backend::Sqlite).await;
+    let model = world
+        .scripted_model(vec![rule("", vec![text("Hooked reply")])])
+        .await;
+    let setup = world.setup(&model, "{}").await;
+    let workload = world.workload(&setup).await;
+    let state = TempDir::new("hooks");
+    let log = state.0.join("hooks.jsonl");
+    let recording = hook_server(&format!(
+        "cat >> '{}'; echo >> '{}'",
+        log.display(),
+        log.display()
+    ))
+    .await;
+    let failing = hook_server("exit 3").await;
+    let message = world.send(&setup.thread, "hello hooks").await;
+
+    let mut settings = world.settings(&setup, &workload, &state.0);
+    settings.hooks = [
+        (HookEvent::WorkloadStart, &recording),
+        (HookEvent::TurnStart, &failing),
+        (HookEvent::TurnStart, &recording),
+        (HookEvent::TurnEnd, &recording),
+        (HookEvent::WorkloadStop, &recording),
+    ]
+    .into_iter()
+    .map(|(event, url)| HookAddress {
+        event,
+        url: url.clone(),
+    })
+    .collect();
+    let agent = RunningAgent::start(settings);
+    let replies = world.wait_for_replies(&setup, 1).await;
+    assert_eq!(replies[0].body, "Hooked reply");
+    assert!(agent.stop().await.is_ok());
+
+    let calls: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let events: Vec<&str> = calls
+        .iter()
+        .map(|call| call["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        events,
+        ["workload_start", "turn_start", "turn_end", "workload_stop"]
+    );
+    for call in &calls {
+        assert_eq!(call["agent_id"], setup.agent.as_str());
+        assert_eq!(call["thread_id"], setup.thread.as_str());
+        assert_eq!(call["workload_id"], workload.id.as_str());
+    }
+    assert_eq!(
+        calls[1]["message_ids"],
+        serde_json::json!([message.meta.id])
+    );
+    assert_eq!(
+        calls[2]["message_ids"],
+        serde_json::json!([message.meta.id])
+    );
+    assert_eq!(calls[2]["reply_message_id"], replies[0].meta.id.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_file_tool_returns_text() {
+    let world = World::start(Backend::Sqlite).await;
+    let file = world
+        .upload("notes.txt", "text/plain", b"The secret word is tangerine.")
+        .await;
+    let arguments = serde_json::json!({ "file_id": file }).to_string();
+    let model = world
+        .scripted_model(vec![rule(
+            "",
+            vec![
+                tool_call("agyn_read_file", &arguments),
+                text("Input: {{input}} | File: {{tool_output}}"),
+            ],
+        )])
+        .await;
+    let setup = world.setup(&model, "{}").await;
+    let workload = world.workload(&setup).await;
+    let state = TempDir::new("read-file");
+    world
+        .send_with_files(
+            &setup.thread,
+            "please read this",
+            std::slice::from_ref(&file),
+        )
+        .await;
+
+    let agent = RunningAgent::start(world.settings(&setup, &workload, &state.0));
+    let replies = world.wait_for_replies(&setup, 1).await;
+    let reply = &replies[0].body;
+    assert!(
+        reply.contains(&format!(
+            ": please read this\nagyn://file/{file} (notes.txt, text/plain)"
+        )),
+        "{reply}"
+    );
+    assert!(
+        reply.ends_with("| File: The secret word is tangerine."),
+        "{reply}"
+    );
+    assert!(agent.stop().await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tool_iterations_are_limited() {
+    let world = World::start(Backend::Sqlite).await;
+    // Past its last step a rule repeats it, so the model never stops
+    // calling the tool.
+    let model = world
+        .scripted_model(vec![rule(
+            "",
+            vec![tool_call("agyn_read_file", r#"{"file_id": "missing"}"#)],
+        )])
+        .await;
+    let setup = world.setup(&model, "{}").await;
+    let workload = world.workload(&setup).await;
+    let state = TempDir::new("iterations");
+    world.send(&setup.thread, "loop forever").await;
+
+    let mut settings = world.settings(&setup, &workload, &state.0);
+    settings.config.max_tool_iterations = 2;
+    let agent = RunningAgent::start(settings);
+    let replies = world.wait_for_replies(&setup, 1).await;
+    assert_eq!(replies[0].body, "Stopped after 2 tool iterations.");
+    wait_until_acked(&world, &workload, &setup.thread).await;
+    assert!(agent.stop().await.is_ok());
+    let tool_spans = world
+        .spans(&workload)
+        .await
+        .into_iter()
+        .filter(|span| span.name == "tool.execution")
+        .count();
+    assert_eq!(tool_spans, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_reply_is_cut() {
+    let world = World::start(Backend::Sqlite).await;
+    let reply = format!("{}{{{{input}}}}", "é".repeat(30_000));
+    let model = world
+        .scripted_model(vec![rule("", vec![text(&reply)])])
+        .await;
+    let setup = world.setup(&model, "{}").await;
+    let workload = world.workload(&setup).await;
+    let state = TempDir::new("long");
+    world.send(&setup.thread, &"x".repeat(20_000)).await;
+
+    let agent = RunningAgent::start(world.settings(&setup, &workload, &state.0));
+    let replies = world.wait_for_replies(&setup, 1).await;
+    let body = &replies[0].body;
+    assert!(body.len() <= 65_536, "{} bytes", body.len());
+    assert!(body.len() > 65_530, "{} bytes", body.len());
+    assert!(body.ends_with('x'));
+    assert!(agent.stop().await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_workload_ends_the_run() {
+    let world = World::start(Backend::Sqlite).await;
+    let model = world
+        .scripted_model(vec![rule("", vec![text("Never sent")])])
+        .await;
+    let setup = world.setup(&model, "{}").await;
+    let workload = world.workload(&setup).await;
+    world
+        .set_workload_status(&workload, WorkloadStatus::Stopping)
+        .await;
+    let state = TempDir::new("stopping");
+    let message = world.send(&setup.thread, "hello").await;
+
+    let outcome = RunningAgent::start(world.settings(&setup, &workload, &state.0))
+        .finished()
+        .await;
+    assert!(outcome.is_ok(), "{outcome:?}");
+    assert_eq!(
+        world.unacked(&workload, &setup.thread).await,
+        vec![message.meta.id.clone()]
+    );
+    assert!(world.replies(&setup).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_mcp_server_joins_next_turn() {
+    let world = World::start(Backend::Sqlite).await;
+    let upstream = upstream::Upstream::start().await;
+    let model = world.networked_model(&upstream.url).await;
+    let setup = world.setup(&model, "{}").await;
+    world.add_mcp(&setup.agent, "tools", 30).await;
+    let workload = world.workload(&setup).await;
+    let state = TempDir::new("late");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+
+    // The sidecar is not up while the agent starts.
+    let mut settings = world.settings(&setup, &workload, &state.0);
+    settings.mcp_servers = vec![agyn_agent::McpServerAddress {
+        name: "tools".to_string(),
+        url: format!("http://127.0.0.1:{port}/mcp"),
+    }];
+    settings.timing.mcp_connect_window = Duration::from_millis(500);
+    let agent = RunningAgent::start(settings);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let _server = McpToolServer::start(Some(port)).await;
+    world.send(&setup.thread, "which tools?").await;
+    world.wait_for_replies(&setup, 1).await;
+    assert!(agent.stop().await.is_ok());
+    let requests = upstream.requests();
+    let tools: Vec<&str> = requests[0]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|tool| tool["name"].as_str().unwrap())
+        .collect();
+    assert!(tools.contains(&"tools__add"), "{tools:?}");
 }

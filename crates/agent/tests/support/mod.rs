@@ -295,11 +295,22 @@ impl World {
 
     /// Sends `body` into the thread as the owner.
     pub async fn send(&self, thread: &str, body: &str) -> threads::Message {
+        self.send_with_files(thread, body, &[]).await
+    }
+
+    /// Sends `body` with attached files into the thread as the owner.
+    pub async fn send_with_files(
+        &self,
+        thread: &str,
+        body: &str,
+        file_ids: &[String],
+    ) -> threads::Message {
         self.gateway
             .threads()
             .send_message(threads::SendMessageRequest {
                 thread_id: thread.to_string(),
                 body: body.to_string(),
+                file_ids: file_ids.to_vec(),
                 ..Default::default()
             })
             .await
@@ -353,6 +364,34 @@ impl World {
             .into_iter()
             .filter(|message| message.sender_id == setup.agent)
             .collect()
+    }
+
+    /// Uploads a file of the organization as the owner with the
+    /// `POST /files` route and returns its id.
+    pub async fn upload(&self, filename: &str, content_type: &str, content: &[u8]) -> String {
+        let client = reqwest::Client::builder()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(self.ca_pem.as_bytes()).unwrap())
+            .no_proxy()
+            .build()
+            .unwrap();
+        let response = client
+            .post(format!("{}/files", self.url))
+            .query(&[
+                ("filename", filename),
+                ("organization_id", self.org.as_str()),
+            ])
+            .header("content-type", content_type)
+            .bearer_auth(&self.owner_token)
+            .body(content.to_vec())
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        assert!(status.is_success(), "upload failed: {text}");
+        let file: serde_json::Value = serde_json::from_str(&text).unwrap();
+        file["meta"]["id"].as_str().unwrap().to_string()
     }
 
     /// Records a STARTING workload of the setup's pair and issues its
