@@ -525,6 +525,135 @@ async fn summary_hook_fills_absent_summary(backend: Backend) {
     );
 }
 
+async fn summary_follows_first_concurrent_send(backend: Backend) {
+    let w = World::new(backend).await;
+    let alice = w.user("alice").await;
+    let bob = w.user("bob").await;
+    let org = w.org(&alice, "Acme").await;
+    let conversation = w.create(&alice, &org, &[&bob], None).await.unwrap();
+    let id_of = conversation.record.thread_id.clone();
+    let plain = w
+        .threads
+        .create_thread(
+            &alice,
+            Some(&org),
+            &[ParticipantEntry::listed(
+                "participants",
+                0,
+                Some(ParticipantRef::Id(id(&bob).to_string())),
+            )],
+            "",
+        )
+        .await
+        .unwrap();
+
+    // Sends into the conversation and into a plain thread, all at once:
+    // the message numbered first sets the summary, as if they had been
+    // sent one by one, and the plain thread gets no chat record.
+    let mut sends = tokio::task::JoinSet::new();
+    for index in 0..16 {
+        let threads = w.threads.clone();
+        let sender = if index % 2 == 0 {
+            alice.clone()
+        } else {
+            bob.clone()
+        };
+        let thread_id = if index % 4 == 3 {
+            plain.id.clone()
+        } else {
+            id_of.clone()
+        };
+        sends.spawn(async move {
+            let body = format!("Topic {index}\ndetails");
+            threads
+                .send_message(
+                    &sender,
+                    &SendInput {
+                        thread_id: &thread_id,
+                        body: &body,
+                        file_ids: &[],
+                        request_id: "",
+                    },
+                )
+                .await
+                .unwrap()
+        });
+    }
+    let mut first: Option<agyn_threads::MessageRecord> = None;
+    while let Some(sent) = sends.join_next().await {
+        let sent = sent.unwrap();
+        if sent.thread_id == id_of && first.as_ref().is_none_or(|first| sent.seq < first.seq) {
+            first = Some(sent);
+        }
+    }
+    let first = first.unwrap();
+    assert_eq!(first.seq, 1);
+    let expected = first.body.lines().next().unwrap().to_string();
+    assert_eq!(w.summary(&alice, &id_of).await, Some(expected));
+    let records: i64 = agyn_store::sqlx::query_scalar("SELECT COUNT(*) FROM conversations")
+        .fetch_one(w.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(records, 1);
+}
+
+/// Makes every update of a chat record fail, the way a database error
+/// fails the summary hook.
+async fn fail_conversation_updates(w: &World, backend: Backend) {
+    let pool = w.db.pool();
+    match backend {
+        Backend::Sqlite => {
+            agyn_store::sqlx::query(
+                "CREATE TRIGGER no_updates BEFORE UPDATE ON conversations \
+                 BEGIN SELECT RAISE(ABORT, 'updates are disabled'); END",
+            )
+            .execute(pool)
+            .await
+            .unwrap();
+        }
+        Backend::Postgres => {
+            agyn_store::sqlx::query(
+                "CREATE FUNCTION no_updates() RETURNS trigger LANGUAGE plpgsql AS $$ \
+                 BEGIN RAISE EXCEPTION 'updates are disabled'; END $$",
+            )
+            .execute(pool)
+            .await
+            .unwrap();
+            agyn_store::sqlx::query(
+                "CREATE TRIGGER no_updates BEFORE UPDATE ON conversations \
+                 FOR EACH ROW EXECUTE FUNCTION no_updates()",
+            )
+            .execute(pool)
+            .await
+            .unwrap();
+        }
+    }
+}
+
+async fn failed_summary_keeps_the_send(backend: Backend) {
+    let w = World::new(backend).await;
+    let alice = w.user("alice").await;
+    let bob = w.user("bob").await;
+    let org = w.org(&alice, "Acme").await;
+    let conversation = w.create(&alice, &org, &[&bob], None).await.unwrap();
+    let id_of = conversation.record.thread_id.clone();
+    fail_conversation_updates(&w, backend).await;
+
+    // The hook's update fails inside the send's transaction. Its
+    // savepoint keeps the message, which is stored with its unacked row.
+    let sent = w.send(&alice, &id_of, "Kick-off").await;
+    assert_eq!(sent.seq, 1);
+    assert_eq!(w.summary(&alice, &id_of).await, None);
+    let (unacked, _) = w
+        .threads
+        .unacked_messages(&bob, Some(&id_of), 10, "")
+        .await
+        .unwrap();
+    assert_eq!(unacked, vec![sent]);
+    let thread = w.threads.get_thread(&bob, &id_of).await.unwrap();
+    assert_eq!(thread.message_count, 1);
+}
+
 async fn non_participants_are_denied(backend: Backend) {
     let w = World::new(backend).await;
     let owner = w.user("owner").await;
@@ -660,6 +789,8 @@ on_both_backends!(
     conversation_lifecycle,
     create_is_idempotent_on_request_id,
     summary_hook_fills_absent_summary,
+    summary_follows_first_concurrent_send,
+    failed_summary_keeps_the_send,
     non_participants_are_denied,
     activity_follows_agent_backlog,
     organization_purge_deletes_conversations,

@@ -15,22 +15,26 @@ mod messages;
 pub mod ops;
 mod participants;
 mod purge;
+mod send;
 pub mod service;
+mod statuses;
 mod store;
+mod writer;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use agyn_authz::{Authorizer, ObjectRef};
 use agyn_core::events::EventSink;
 use agyn_core::{Caller, Error, IdentityKind, Result};
 use agyn_orgs::{OrgState, Organizations};
 use agyn_store::Db;
+use agyn_store::sqlx::AnyConnection;
 
-pub use messages::SendInput;
 pub use participants::{ParticipantEntry, ParticipantRef, ThreadPlan};
 pub use purge::ThreadsCleaner;
+pub use send::SendInput;
 pub use store::{MessageRecord, ParticipantRecord, PendingWork, ThreadRecord, ThreadStatus};
 
 /// Maximum number of participants in a thread, the creator included.
@@ -44,12 +48,22 @@ pub struct SentMessage {
     pub sender_kind: IdentityKind,
 }
 
-/// Work that runs in process after a SendMessage commits, such as the chat
-/// summary. A failure is logged and never fails the send.
+/// Work that runs inside the SendMessage transaction once its messages are
+/// inserted, such as the chat summary. The work of each hook runs behind
+/// a savepoint, so a failure rolls back only that hook's writes, is
+/// logged, and never fails the send.
 pub trait PostSendHook: Send + Sync {
-    fn after_send<'a>(
+    /// Returns whether the hook has work for `sent`. It is called for
+    /// every stored message inside the transaction, so it must not wait.
+    fn applies_to(&self, sent: &SentMessage) -> bool;
+
+    /// Does the work for `sent`, the messages of one transaction that
+    /// [`PostSendHook::applies_to`] selected, in the order they were
+    /// stored, on that transaction's `connection`.
+    fn in_transaction<'a>(
         &'a self,
-        sent: &'a SentMessage,
+        connection: &'a mut AnyConnection,
+        sent: &'a [&'a SentMessage],
     ) -> Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>>;
 }
 
@@ -75,6 +89,10 @@ pub struct Threads {
     events: Arc<dyn EventSink>,
     hooks: Vec<Arc<dyn PostSendHook>>,
     files: Option<Arc<dyn FileAccess>>,
+    statuses: Arc<statuses::StatusCache>,
+    /// Queue of the task that stores validated sends in batches, started
+    /// by the first send so that it runs on the caller's tokio runtime.
+    writer: Arc<OnceLock<writer::Queue>>,
 }
 
 impl Threads {
@@ -88,6 +106,8 @@ impl Threads {
             events,
             hooks: Vec::new(),
             files: None,
+            statuses: Arc::default(),
+            writer: Arc::default(),
         }
     }
 
@@ -98,9 +118,11 @@ impl Threads {
         self
     }
 
-    /// Adds a hook that runs after every new message, in the order added.
+    /// Adds a hook that runs for every new message, in the order added.
     pub fn with_post_send_hook(mut self, hook: Arc<dyn PostSendHook>) -> Self {
         self.hooks.push(hook);
+        // Clones made earlier keep their writer, which runs their hooks.
+        self.writer = Arc::default();
         self
     }
 

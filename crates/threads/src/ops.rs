@@ -357,6 +357,7 @@ impl Threads {
         thread.updated_at = now_micros().max(thread.updated_at);
         store::set_status(&mut tx, id, status, degrade_reason, thread.updated_at).await?;
         tx.commit().await?;
+        self.statuses.set(id, status);
         tracing::info!(
             thread_id = %id,
             status = status.as_str(),

@@ -400,6 +400,89 @@ async fn concurrent_sends_store_each_key_once(backend: Backend) {
     assert_eq!(stored.message_count, 30);
 }
 
+async fn sends_keep_each_senders_order(backend: Backend) {
+    let w = World::new(backend).await;
+    let alice = w.user("alice").await;
+    let bob = w.user("bob").await;
+    let carol = w.user("carol").await;
+    let org = w.org(&alice, "Acme").await;
+    w.join(&org, &alice, &bob).await;
+    let shared = w.thread(&alice, &org, &[&bob, &carol]).await;
+    let other = w.thread(&bob, &org, &[&carol]).await;
+
+    // Three senders each send one message after another while the others
+    // send at the same time, so their sends share transactions.
+    let mut senders = tokio::task::JoinSet::new();
+    for (name, sender) in [("alice", &alice), ("bob", &bob), ("carol", &carol)] {
+        let threads = w.threads.clone();
+        let sender = sender.clone();
+        let thread_ids = [shared.id.clone(), other.id.clone()];
+        senders.spawn(async move {
+            for index in 0..20 {
+                // Alice is not in the other thread.
+                let thread_id = if name == "alice" || index % 2 == 0 {
+                    &thread_ids[0]
+                } else {
+                    &thread_ids[1]
+                };
+                let body = format!("{name} {index}");
+                threads
+                    .send_message(
+                        &sender,
+                        &SendInput {
+                            thread_id,
+                            body: &body,
+                            file_ids: &[],
+                            request_id: "",
+                        },
+                    )
+                    .await
+                    .unwrap();
+            }
+        });
+    }
+    while let Some(result) = senders.join_next().await {
+        result.unwrap();
+    }
+
+    for (thread, expected) in [(&shared, 40), (&other, 20)] {
+        let messages = w.all_messages(&carol, &thread.id).await;
+        assert_eq!(seqs(&messages), (1..=expected).collect::<Vec<_>>());
+        for pair in messages.windows(2) {
+            assert!(pair[0].created_at <= pair[1].created_at);
+        }
+        for name in ["alice", "bob", "carol"] {
+            let order: Vec<i64> = messages
+                .iter()
+                .filter_map(|message| message.body.strip_prefix(&format!("{name} ")))
+                .map(|index| index.parse().unwrap())
+                .collect();
+            let mut sorted = order.clone();
+            sorted.sort();
+            assert_eq!(order, sorted, "{name} in thread {}", thread.id);
+        }
+        let stored = w.threads.get_thread(&carol, &thread.id).await.unwrap();
+        assert_eq!(stored.message_count, expected);
+    }
+    // Carol got a row and an event for every message but her own.
+    let unacked = w
+        .threads
+        .unacked_messages(&carol, None, 200, "")
+        .await
+        .unwrap()
+        .0;
+    assert_eq!(unacked.len(), 40);
+    let carol_room = format!("thread_participant:{}", id(&carol));
+    let events = w.events.take();
+    assert_eq!(
+        events
+            .iter()
+            .filter(|event| event.room == carol_room)
+            .count(),
+        40
+    );
+}
+
 async fn send_validates_its_input(backend: Backend) {
     let w = World::new(backend).await;
     let alice = w.user("alice").await;
@@ -1608,6 +1691,7 @@ async fn organization_deletion_hides_threads(backend: Backend) {
 on_both_backends!(
     organization_deletion_hides_threads,
     concurrent_sends_store_each_key_once,
+    sends_keep_each_senders_order,
     send_validates_its_input,
     closed_threads_reject_writes_but_stay_readable,
     acks_touch_only_own_rows,

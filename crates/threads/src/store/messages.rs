@@ -6,7 +6,7 @@ use agyn_core::page::{Cursor, Page, SortOrder};
 use agyn_core::{Error, Result};
 use agyn_store::sqlx::{self, AnyConnection, Row, any::AnyRow};
 
-use super::{IN_ACTIVE_ORG, ParticipantRecord, Statement};
+use super::{IN_ACTIVE_ORG, Statement};
 
 /// One immutable message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,76 +75,6 @@ async fn messages_from_rows(
         message.file_ids = files.remove(&message.id).unwrap_or_default();
     }
     Ok(messages)
-}
-
-/// Stores a message with its file links and one unacked row per
-/// recipient, and advances the thread's counters. The caller holds the
-/// thread row lock and has assigned `message.seq = message_count + 1`.
-pub async fn insert_message(
-    connection: &mut AnyConnection,
-    message: &MessageRecord,
-    recipients: &[&ParticipantRecord],
-    thread_updated_at: i64,
-) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO messages (id, thread_id, seq, sender_id, body, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(&message.id)
-    .bind(&message.thread_id)
-    .bind(message.seq)
-    .bind(&message.sender_id)
-    .bind(&message.body)
-    .bind(message.created_at)
-    .execute(&mut *connection)
-    .await?;
-
-    if !message.file_ids.is_empty() {
-        let mut statement =
-            Statement::new("INSERT INTO message_files (message_id, ord, file_id) VALUES ");
-        let mut rows = Vec::new();
-        for (ord, file_id) in message.file_ids.iter().enumerate() {
-            let id = statement.text(&message.id);
-            let ord = statement.integer(ord as i64);
-            let file = statement.text(file_id);
-            rows.push(format!("({id}, {ord}, {file})"));
-        }
-        statement.push(&rows.join(", "));
-        statement.query().execute(&mut *connection).await?;
-    }
-
-    if !recipients.is_empty() {
-        let mut statement = Statement::new(
-            "INSERT INTO message_recipients (message_id, thread_id, participant_id, \
-             participant_type, created_at, seq) VALUES ",
-        );
-        let mut rows = Vec::new();
-        for recipient in recipients {
-            let id = statement.text(&message.id);
-            let thread = statement.text(&message.thread_id);
-            let participant = statement.text(&recipient.id);
-            let kind = statement.text(recipient.kind.as_str());
-            let created_at = statement.integer(message.created_at);
-            let seq = statement.integer(message.seq);
-            rows.push(format!(
-                "({id}, {thread}, {participant}, {kind}, {created_at}, {seq})"
-            ));
-        }
-        statement.push(&rows.join(", "));
-        statement.query().execute(&mut *connection).await?;
-    }
-
-    sqlx::query(
-        "UPDATE threads SET message_count = $2, last_message_at = $3, updated_at = $4 \
-         WHERE id = $1",
-    )
-    .bind(&message.thread_id)
-    .bind(message.seq)
-    .bind(message.created_at)
-    .bind(thread_updated_at)
-    .execute(&mut *connection)
-    .await?;
-    Ok(())
 }
 
 /// Loads one message with its thread's organization id.

@@ -3,6 +3,7 @@
 
 pub(crate) mod cleanup;
 mod messages;
+mod send;
 mod statement;
 
 use std::collections::HashMap;
@@ -14,9 +15,10 @@ use agyn_store::sqlx::{self, AnyConnection, Row, any::AnyRow};
 
 pub use messages::{MessageRecord, PendingWork};
 pub(crate) use messages::{
-    ack, insert_message, list_messages, list_pending_work, list_unacked, message_by_id,
-    threads_referencing_file, unacked_counts,
+    ack, list_messages, list_pending_work, list_unacked, message_by_id, threads_referencing_file,
+    unacked_counts,
 };
+pub(crate) use send::{NewMessage, ThreadCounters, advance_threads, insert_messages, lock_threads};
 pub(crate) use statement::Statement;
 
 /// Lifecycle status of a thread. ARCHIVED and DEGRADED are terminal.
@@ -111,6 +113,23 @@ pub(crate) fn parse_kind(value: &str) -> Result<IdentityKind, sqlx::Error> {
 /// starts, before the purge removes them.
 pub(crate) const IN_ACTIVE_ORG: &str =
     "t.organization_id IN (SELECT o.id FROM organizations o WHERE o.state = 'active')";
+
+/// Loads the status of one thread. A thread of an organization being
+/// deleted counts as missing.
+pub async fn thread_status(
+    connection: &mut AnyConnection,
+    id: &str,
+) -> Result<Option<ThreadStatus>> {
+    let sql = format!("SELECT t.status FROM threads t WHERE t.id = $1 AND {IN_ACTIVE_ORG}");
+    let row = sqlx::query(&sql)
+        .bind(id)
+        .fetch_optional(&mut *connection)
+        .await?;
+    match row {
+        Some(row) => Ok(Some(ThreadStatus::parse(row.try_get("status")?)?)),
+        None => Ok(None),
+    }
+}
 
 /// Loads one thread with its participants; a thread of an organization
 /// being deleted counts as missing.
