@@ -18,7 +18,7 @@ pub struct LoginArgs {
     #[command(flatten)]
     pub global: GlobalArgs,
 
-    /// API token; `-` reads it from standard input. The value is visible
+    /// API token, or `-` to read it from standard input. The value is visible
     /// to other local users in the process list, so prefer --token-file
     /// or `-`. Without either option the token comes from AGYN_TOKEN
     #[arg(long, value_name = "TOKEN", conflicts_with = "token_file")]
@@ -59,7 +59,8 @@ pub async fn login(args: LoginArgs) -> Result<()> {
     let me = gateway
         .users()
         .get_me(GetMeRequest::default())
-        .await?
+        .await
+        .map_err(|error| with_connection_hint(error.into()))?
         .into_owned();
 
     let path = credentials::save(
@@ -138,6 +139,21 @@ fn read_token(args: &LoginArgs) -> Result<Secret<String>> {
         return Err(CliError::usage("the token is empty"));
     }
     Ok(Secret::new(token.to_string()))
+}
+
+/// Appends what to check to an `unavailable` error, the code of both an
+/// unreachable gateway and an untrusted certificate.
+fn with_connection_hint(error: CliError) -> CliError {
+    match error {
+        CliError::Gateway { code, message } if code == "unavailable" => CliError::Gateway {
+            code,
+            message: format!(
+                "{message} (check the gateway URL, and pass --ca-file when the \
+                 system does not trust the gateway's certificate)"
+            ),
+        },
+        other => other,
+    }
 }
 
 /// Makes `path` absolute, so the stored CA path works from any directory.

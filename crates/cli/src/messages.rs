@@ -24,7 +24,7 @@ pub struct SendArgs {
     /// Conversation id
     pub conversation: String,
 
-    /// Message text; `-` reads it from standard input
+    /// Message text, or `-` to read it from standard input
     pub text: String,
 
     /// Wait for the next message from another participant and print it
