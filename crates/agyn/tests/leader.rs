@@ -86,4 +86,11 @@ async fn killed_leader_hands_over_to_replica() {
         assert!(Instant::now() < deadline, "{}", follower.log());
         std::thread::sleep(Duration::from_millis(100));
     }
+
+    let data_dirs = [leader.data_dir.clone(), follower.data_dir.clone()];
+    drop(leader);
+    drop(follower);
+    for dir in data_dirs {
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
