@@ -72,7 +72,7 @@ pub fn instructions(
             }
             text.push_str(&format!("\n{}\n", skill.body.trim_end()));
         }
-        sections.push(text);
+        sections.push(text.trim_end().to_string());
     }
     sections.push(platform_note(profile, agent_id, participants));
     sections.join("\n\n")
@@ -87,13 +87,15 @@ fn platform_note(
     if !profile.nickname.is_empty() {
         identity.push_str(&format!(" (@{})", profile.nickname));
     }
-    if !profile.role.is_empty() {
-        identity.push_str(&format!(", {}", profile.role));
-    }
     let mut note = format!(
-        "# Platform\nYou are {identity}, an agent on the agyn platform, in a conversation thread. \
-         Each user message starts with `@<handle>: ` naming its sender. Your reply is posted \
-         to the thread as one message. Attached files appear as agyn://file/<id> lines."
+        "# Platform\nYou are {identity}, an agent on the agyn platform, in a conversation thread."
+    );
+    if !profile.role.is_empty() {
+        note.push_str(&format!(" Your role: {}.", profile.role));
+    }
+    note.push_str(
+        " Each user message starts with `@<handle>: ` naming its sender. Your reply is posted \
+         to the thread as one message. Attached files appear as agyn://file/<id> lines.",
     );
     let others: Vec<String> = participants
         .iter()

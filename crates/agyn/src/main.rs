@@ -31,6 +31,8 @@ enum Command {
     Launch(agyn_launch::LaunchArgs),
     /// Serve a workload's hook function over HTTP.
     Hook(agyn_launch::HookArgs),
+    /// Run the built-in agent inside a workload (reads its settings from the environment).
+    Agent(agyn_agent::AgentArgs),
     // The command-line client: login, orgs, agents, send and the others.
     #[command(flatten)]
     Client(agyn_cli::Command),
@@ -78,6 +80,15 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
             agyn_launch::hook::run(args)
+        }
+        Command::Agent(args) => {
+            let logger = config::parse_log_format(&args.log_format)
+                .and_then(|format| config::install_logger(&args.log_level, format));
+            if let Err(error) = logger {
+                eprintln!("agyn: {error}");
+                return ExitCode::from(2);
+            }
+            run_async("Agent", agyn_agent::run_from_env())
         }
         Command::Client(command) => agyn_cli::run(command),
     }

@@ -124,7 +124,11 @@ impl Gateway {
         match credential {
             Credential::Token(token) => {
                 let value = http::HeaderValue::try_from(format!("Bearer {}", token.expose()))
-                    .map_err(|_| Error::invalid_argument("invalid token: it contains characters not allowed in a header"))?;
+                    .map_err(|_| {
+                        Error::invalid_argument(
+                            "invalid token: it contains characters not allowed in a header",
+                        )
+                    })?;
                 let mut headers = http::HeaderMap::new();
                 let mut value = value;
                 value.set_sensitive(true);
@@ -148,8 +152,9 @@ impl Gateway {
                 .trim_start_matches('[')
                 .trim_end_matches(']')
                 .to_string();
-            let server_name = ServerName::try_from(host.clone())
-                .map_err(|error| Error::invalid_argument(format!("invalid host {host:?}: {error}")))?;
+            let server_name = ServerName::try_from(host.clone()).map_err(|error| {
+                Error::invalid_argument(format!("invalid host {host:?}: {error}"))
+            })?;
             let connector = TlsConnector::from(tls_config(ca_pem, client_identity)?);
             let connect = tower::service_fn(move |_: Uri| {
                 let connector = connector.clone();
@@ -216,7 +221,9 @@ impl Gateway {
         chat::ChatGatewayClient::new(self.connection.clone(), self.config.clone())
     }
 
-    pub fn notifications(&self) -> notifications::NotificationsGatewayClient<SharedHttp2Connection> {
+    pub fn notifications(
+        &self,
+    ) -> notifications::NotificationsGatewayClient<SharedHttp2Connection> {
         notifications::NotificationsGatewayClient::new(self.connection.clone(), self.config.clone())
     }
 
@@ -320,9 +327,10 @@ fn tls_config(
                     "client certificate: contains no CERTIFICATE block",
                 ));
             }
-            let key = PrivateKeyDer::from_pem_slice(key_pem.expose().as_bytes()).map_err(
-                |error| Error::invalid_argument(format!("client key: invalid PEM: {error}")),
-            )?;
+            let key =
+                PrivateKeyDer::from_pem_slice(key_pem.expose().as_bytes()).map_err(|error| {
+                    Error::invalid_argument(format!("client key: invalid PEM: {error}"))
+                })?;
             builder
                 .with_client_auth_cert(chain, key)
                 .map_err(invalid_config)?
