@@ -162,7 +162,9 @@ impl Default for Timing {
 
 impl Settings {
     /// Reads the settings from the process environment, and the
-    /// certificate, key and CA from the files it names.
+    /// certificate, key and CA from the files it names. Besides the
+    /// workload's variables it reads the optional `AGENT_STATE_DIR`, the
+    /// directory of the turn journal (default `$TMPDIR/agyn-agent`).
     pub fn from_env() -> Result<Self, SettingsError> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
@@ -200,6 +202,9 @@ impl Settings {
         };
         let thread_id = uuid("THREAD_ID")?;
         let agent_id = uuid("AGENT_ID")?;
+        // NOTE: workload assembly sets no AGENT_STATE_DIR yet, so the journal
+        // lives in the temporary directory, which a new workload does not
+        // share.
         let state_dir = value("AGENT_STATE_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| std::env::temp_dir().join("agyn-agent"));
