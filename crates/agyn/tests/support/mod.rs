@@ -223,6 +223,12 @@ impl Drop for Server {
             let _ = child.kill();
             let _ = child.wait();
         }
+        // A failed test keeps its data directory (and the log inside it)
+        // for inspection. A passing one removes it, because file tests
+        // leave hundreds of megabytes behind.
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.data_dir);
+        }
     }
 }
 
