@@ -487,8 +487,9 @@ async fn prune_once(db: &Db, replay_window: Duration) -> Result<u64> {
 
 /// Prunes the replay log every `interval` until `stop` turns true.
 ///
-/// NOTE: every replica prunes, because there is no leader election yet.
-/// The deletes are idempotent, so concurrent prunes only repeat work.
+/// NOTE: every replica prunes, because the event bus starts this loop
+/// and does not know the leader. The deletes are idempotent, so
+/// concurrent prunes only repeat work.
 async fn prune_loop(
     db: Db,
     replay_window: Duration,

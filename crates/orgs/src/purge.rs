@@ -80,10 +80,8 @@ impl Organizations {
     /// Purges organizations being deleted until `shutdown` resolves:
     /// after every DeleteOrganization, and every 30 seconds. A failing
     /// step is retried after 5 seconds, doubling up to 5 minutes.
-    ///
-    /// NOTE: every replica runs this loop; the steps are idempotent, so
-    /// replicas that race only repeat work. Leader election will restrict
-    /// it to one replica.
+    /// `agyn serve` runs it on the leader only. The steps are idempotent,
+    /// so two replicas during a leadership change only repeat work.
     pub async fn run_purges(&self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
         let mut failing: HashMap<String, Backoff> = HashMap::new();
