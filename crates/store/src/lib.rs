@@ -189,6 +189,10 @@ async fn connect_pool(
     let pool = AnyPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(ACQUIRE_TIMEOUT)
+        // A SQLite connection lives in this process and cannot drop like
+        // a network connection, so a ping before each use only costs a
+        // round trip to its worker thread.
+        .test_before_acquire(backend == Backend::Postgres)
         .after_connect(move |connection, _| {
             Box::pin(async move {
                 if backend == Backend::Sqlite {

@@ -17,8 +17,8 @@ mod participants;
 mod purge;
 mod send;
 pub mod service;
-mod statuses;
 mod store;
+mod thread_cache;
 mod writer;
 
 use std::future::Future;
@@ -89,7 +89,7 @@ pub struct Threads {
     events: Arc<dyn EventSink>,
     hooks: Vec<Arc<dyn PostSendHook>>,
     files: Option<Arc<dyn FileAccess>>,
-    statuses: Arc<statuses::StatusCache>,
+    cache: Arc<thread_cache::ThreadCache>,
     /// Queue of the task that stores validated sends in batches, started
     /// by the first send so that it runs on the caller's tokio runtime.
     writer: Arc<OnceLock<writer::Queue>>,
@@ -106,7 +106,7 @@ impl Threads {
             events,
             hooks: Vec::new(),
             files: None,
-            statuses: Arc::default(),
+            cache: Arc::default(),
             writer: Arc::default(),
         }
     }

@@ -93,6 +93,7 @@ impl Threads {
                 participants = thread.participants.len(),
                 "Thread created"
             );
+            self.cache.store(&thread);
             return Ok(thread);
         }
         Err(write_conflict())
@@ -277,7 +278,9 @@ impl Threads {
                 Err(error) if agyn_store::is_unique_violation(&error) => continue,
                 Err(error) => return Err(error.into()),
             }
-            return self.thread_or_not_found(&thread_id).await;
+            let thread = self.thread_or_not_found(&thread_id).await?;
+            self.cache.store(&thread);
+            return Ok(thread);
         }
         Err(write_conflict())
     }
@@ -357,7 +360,7 @@ impl Threads {
         thread.updated_at = now_micros().max(thread.updated_at);
         store::set_status(&mut tx, id, status, degrade_reason, thread.updated_at).await?;
         tx.commit().await?;
-        self.statuses.set(id, status);
+        self.cache.set_status(id, status);
         tracing::info!(
             thread_id = %id,
             status = status.as_str(),

@@ -7,7 +7,7 @@ use agyn_core::id::parse_id;
 use agyn_core::{Caller, Error, Result};
 
 use crate::ops::ensure_open;
-use crate::store::{self, MessageRecord, ThreadStatus};
+use crate::store::{MessageRecord, ThreadStatus};
 use crate::writer::{Queue, SendRequest, Writer};
 use crate::{Threads, identity_of, keys, thread_object};
 
@@ -73,16 +73,23 @@ impl Threads {
                 db: self.db.clone(),
                 events: self.events.clone(),
                 hooks: self.hooks.clone(),
-                statuses: self.statuses.clone(),
+                cache: self.cache.clone(),
             })
         })
     }
 
     /// Finds the thread (`not_found`), requires `can_write` on it and
-    /// returns its status. The status comes from the cache unless `fresh`
-    /// is set, as it is for a send with files, so that a thread closed on
-    /// another replica fails on its status before the files are checked. A denied check on a cached thread reads the
-    /// thread again, so that a deleted thread is `not_found`.
+    /// returns its status. The facts come from the cache unless `fresh` is
+    /// set, as it is for a send with files, so that a thread closed on
+    /// another replica fails on its status before the files are checked.
+    ///
+    /// `can_write` is `participant`, or `thread_write` on the
+    /// organization. The participant branch is evaluated on the thread's
+    /// participant list, which names the same identities as its
+    /// `participant` tuples, because both are written in one transaction
+    /// and neither is removed while the thread exists. Any other sender is
+    /// checked by the authorizer. A denied sender of a cached thread makes
+    /// the thread be read again, so that a deleted thread is `not_found`.
     async fn check_can_write(
         &self,
         sender_id: &str,
@@ -92,12 +99,19 @@ impl Threads {
         let cached = if fresh {
             None
         } else {
-            self.statuses.get(thread_id)
+            self.cache.lookup(thread_id, sender_id)
         };
-        let status = match cached {
-            Some(status) => status,
-            None => self.load_status(thread_id).await?,
+        let (status, participant) = match cached {
+            Some(facts) => facts,
+            None => {
+                let thread = self.thread_or_not_found(thread_id).await?;
+                self.cache.store(&thread);
+                (thread.status, thread.participant(sender_id).is_some())
+            }
         };
+        if participant {
+            return Ok(status);
+        }
         let thread = thread_object(thread_id);
         if self
             .authorizer
@@ -107,20 +121,10 @@ impl Threads {
             return Ok(status);
         }
         if cached.is_some() {
-            self.statuses.forget(thread_id);
-            self.load_status(thread_id).await?;
+            self.cache.forget(thread_id);
+            self.thread_or_not_found(thread_id).await?;
         }
         Err(missing_permission("can_write", &thread))
-    }
-
-    /// Reads a thread's status into the cache, or fails with `not_found`.
-    async fn load_status(&self, thread_id: &str) -> Result<ThreadStatus> {
-        let mut connection = self.db.pool().acquire().await?;
-        let status = store::thread_status(&mut connection, thread_id)
-            .await?
-            .ok_or_else(|| Error::not_found("thread", thread_id))?;
-        self.statuses.set(thread_id, status);
-        Ok(status)
     }
 
     /// Requires every attached file to exist and be readable by the

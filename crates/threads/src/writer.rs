@@ -23,10 +23,10 @@ use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::ops::{WRITE_ATTEMPTS, ensure_open, write_conflict};
-use crate::statuses::StatusCache;
 use crate::store::{
     self, MessageRecord, NewMessage, ParticipantRecord, ThreadCounters, ThreadRecord,
 };
+use crate::thread_cache::ThreadCache;
 use crate::{PostSendHook, SentMessage, keys};
 
 /// Sends waiting for the writer. A send that finds the queue full waits
@@ -92,7 +92,7 @@ pub(crate) struct Writer {
     pub db: Db,
     pub events: Arc<dyn EventSink>,
     pub hooks: Vec<Arc<dyn PostSendHook>>,
-    pub statuses: Arc<StatusCache>,
+    pub cache: Arc<ThreadCache>,
 }
 
 /// A message stored by a transaction, with its recipients.
@@ -193,6 +193,12 @@ impl Writer {
         // on PostgreSQL a concurrent first call with the same id waits and
         // then finds the id recorded.
         let mut threads = store::lock_threads(&mut tx, self.db.backend(), &thread_ids).await?;
+        for id in &thread_ids {
+            match threads.get(id) {
+                Some(thread) => self.cache.store(thread),
+                None => self.cache.forget(id),
+            }
+        }
         let now = now_micros();
 
         let mut outcomes: Vec<Outcome> = Vec::with_capacity(requests.len());
@@ -272,10 +278,8 @@ impl Writer {
         now: i64,
     ) -> Outcome {
         let Some(thread) = threads.get_mut(&request.thread_id) else {
-            self.statuses.forget(&request.thread_id);
             return Outcome::Failed(Error::not_found("thread", &request.thread_id));
         };
-        self.statuses.set(&thread.id, thread.status);
         if let Err(error) = ensure_open(thread.status) {
             return Outcome::Failed(error);
         }

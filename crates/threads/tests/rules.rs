@@ -483,6 +483,84 @@ async fn sends_keep_each_senders_order(backend: Backend) {
     );
 }
 
+async fn stale_replica_caches_are_corrected(backend: Backend) {
+    let w = World::new(backend).await;
+    // A second replica over the same database, with its own caches.
+    let replica = Threads::new(w.db.clone(), w.orgs.clone(), w.events.clone());
+    let alice = w.user("alice").await;
+    let bob = w.user("bob").await;
+    let carol = w.user("carol").await;
+    let org = w.org(&alice, "Acme").await;
+    let thread = w.thread(&alice, &org, &[&bob]).await;
+    let send = |sender: &Caller, body: &str| {
+        let replica = replica.clone();
+        let sender = sender.clone();
+        let thread_id = thread.id.clone();
+        let body = body.to_string();
+        async move {
+            replica
+                .send_message(
+                    &sender,
+                    &SendInput {
+                        thread_id: &thread_id,
+                        body: &body,
+                        file_ids: &[],
+                        request_id: "",
+                    },
+                )
+                .await
+        }
+    };
+    send(&alice, "cached").await.unwrap();
+    send(&bob, "cached").await.unwrap();
+
+    // A participant added elsewhere may send here, and gets rows for
+    // messages sent here after the addition.
+    w.threads
+        .add_participant(&alice, &thread.id, &by_id(0, id(&carol)), false, "")
+        .await
+        .unwrap();
+    let from_carol = send(&carol, "joined elsewhere").await.unwrap();
+    assert_eq!(from_carol.seq, 3);
+    let to_carol = send(&alice, "after the addition").await.unwrap();
+    let unacked = w.unacked(&carol, Some(&thread.id)).await;
+    assert_eq!(unacked, vec![to_carol]);
+
+    // A thread closed elsewhere rejects sends here, with or without files.
+    w.threads.archive_thread(&thread.id).await.unwrap();
+    let error = send(&bob, "after archiving").await.unwrap_err();
+    assert_eq!(error.code(), Code::FailedPrecondition);
+    assert_eq!(error.reason(), Some("THREAD_ARCHIVED"));
+    let files = vec![agyn_core::id::new_id()];
+    let error = replica
+        .send_message(
+            &bob,
+            &SendInput {
+                thread_id: &thread.id,
+                body: "",
+                file_ids: &files,
+                request_id: "",
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(error.reason(), Some("THREAD_ARCHIVED"));
+    assert_eq!(w.all_messages(&alice, &thread.id).await.len(), 4);
+
+    // A thread of an organization deleted elsewhere is not found here.
+    let open = w.thread(&alice, &org, &[&bob]).await;
+    let message = SendInput {
+        thread_id: &open.id,
+        body: "cached",
+        file_ids: &[],
+        request_id: "",
+    };
+    replica.send_message(&bob, &message).await.unwrap();
+    w.orgs.delete_organization(&alice, &org).await.unwrap();
+    let error = replica.send_message(&bob, &message).await.unwrap_err();
+    assert_eq!(error.code(), Code::NotFound);
+}
+
 async fn send_validates_its_input(backend: Backend) {
     let w = World::new(backend).await;
     let alice = w.user("alice").await;
@@ -1692,6 +1770,7 @@ on_both_backends!(
     organization_deletion_hides_threads,
     concurrent_sends_store_each_key_once,
     sends_keep_each_senders_order,
+    stale_replica_caches_are_corrected,
     send_validates_its_input,
     closed_threads_reject_writes_but_stay_readable,
     acks_touch_only_own_rows,

@@ -114,23 +114,6 @@ pub(crate) fn parse_kind(value: &str) -> Result<IdentityKind, sqlx::Error> {
 pub(crate) const IN_ACTIVE_ORG: &str =
     "t.organization_id IN (SELECT o.id FROM organizations o WHERE o.state = 'active')";
 
-/// Loads the status of one thread. A thread of an organization being
-/// deleted counts as missing.
-pub async fn thread_status(
-    connection: &mut AnyConnection,
-    id: &str,
-) -> Result<Option<ThreadStatus>> {
-    let sql = format!("SELECT t.status FROM threads t WHERE t.id = $1 AND {IN_ACTIVE_ORG}");
-    let row = sqlx::query(&sql)
-        .bind(id)
-        .fetch_optional(&mut *connection)
-        .await?;
-    match row {
-        Some(row) => Ok(Some(ThreadStatus::parse(row.try_get("status")?)?)),
-        None => Ok(None),
-    }
-}
-
 /// Loads one thread with its participants; a thread of an organization
 /// being deleted counts as missing.
 pub async fn thread_by_id(

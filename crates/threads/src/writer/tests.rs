@@ -63,7 +63,7 @@ impl Fixture {
             db,
             events: events.clone(),
             hooks: Vec::new(),
-            statuses: threads.statuses.clone(),
+            cache: threads.cache.clone(),
         };
         Self {
             threads,
