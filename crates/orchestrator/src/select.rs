@@ -1,6 +1,7 @@
 //! Runner selection: the runner that has the thread's volumes, or else
-//! the least loaded enrolled runner that the agent's organization may use
-//! and that offers every capability the agent needs.
+//! the least loaded enrolled runner that the agent's organization may use,
+//! that offers every capability the agent needs and that this replica can
+//! call.
 
 use agyn_agents::AgentRecord;
 use agyn_core::Result;
@@ -27,6 +28,16 @@ pub(crate) struct Placement {
     pub thread_volumes: Vec<VolumeRecord>,
 }
 
+/// The outcome of the search for the least loaded runner.
+enum RunnerSearch {
+    Found(RunnerRecord),
+    /// Only runners that this replica cannot call qualify; the reason is
+    /// the connection error of the last one.
+    Unreachable(String),
+    /// No enrolled runner qualifies.
+    None,
+}
+
 impl Orchestrator {
     /// Selects the runner of the next workload of `pair`.
     pub(crate) async fn select_runner(
@@ -47,18 +58,28 @@ impl Orchestrator {
                 thread_volumes,
             });
         }
-        let runner = self
+        let search = self
             .least_loaded_runner(pair, agent)
             .await
-            .map_err(|error| Blocked::from_error("runners", &error))?
-            .ok_or_else(|| {
-                Blocked::Transient(format!(
+            .map_err(|error| Blocked::from_error("runners", &error))?;
+        let runner = match search {
+            RunnerSearch::Found(runner) => runner,
+            RunnerSearch::Unreachable(reason) => {
+                return Err(Blocked::Transient(format!(
+                    "no runner that organization {} may use is reachable from this replica: \
+                     {reason}",
+                    pair.organization_id
+                )));
+            }
+            RunnerSearch::None => {
+                return Err(Blocked::Transient(format!(
                     "no enrolled runner of organization {} or of the cluster offers the \
                      capabilities [{}]",
                     pair.organization_id,
                     agent.capabilities.join(", ")
-                ))
-            })?;
+                )));
+            }
+        };
         Ok(Placement {
             runner,
             thread_volumes,
@@ -103,8 +124,9 @@ impl Orchestrator {
     }
 
     /// Returns the runner that has a thread's volumes when it is
-    /// enrolled. An offline one is transient. A missing or pending one
-    /// fails the volumes and degrades the thread.
+    /// enrolled. An offline one, or one this replica cannot call, is
+    /// transient. A missing or pending one fails the volumes and degrades
+    /// the thread.
     async fn pinned_runner(
         &self,
         runner_id: &str,
@@ -121,7 +143,15 @@ impl Orchestrator {
             Err(error) => return Err(Blocked::from_error("runner", &error)),
         };
         match runner {
-            Some(runner) if runner.status == RunnerStatus::Enrolled => Ok(runner),
+            Some(runner) if runner.status == RunnerStatus::Enrolled => {
+                match self.connect(&runner) {
+                    Ok(_) => Ok(runner),
+                    Err(error) => Err(Blocked::Transient(format!(
+                        "runner {runner_id}, which holds the thread's volumes, is not reachable \
+                         from this replica: {error}"
+                    ))),
+                }
+            }
             Some(runner) if runner.status == RunnerStatus::Offline => Err(Blocked::Transient(
                 format!("runner {runner_id}, which holds the thread's volumes, is offline"),
             )),
@@ -150,14 +180,15 @@ impl Orchestrator {
 
     /// Returns the enrolled runner with the fewest non-terminal workloads
     /// among those the organization may use that offer every capability
-    /// of the agent. Ties go to organization runners, then to the lowest
-    /// id.
-    async fn least_loaded_runner(
-        &self,
-        pair: &Pair,
-        agent: &AgentRecord,
-    ) -> Result<Option<RunnerRecord>> {
+    /// of the agent and that this replica can call. Ties go to
+    /// organization runners, then to the lowest id.
+    ///
+    /// A runner this replica cannot call, such as a built-in runner of
+    /// another replica, is skipped: a workload recorded on it would never
+    /// start and would count as a failed attempt of the pair.
+    async fn least_loaded_runner(&self, pair: &Pair, agent: &AgentRecord) -> Result<RunnerSearch> {
         let mut best: Option<(usize, bool, RunnerRecord)> = None;
+        let mut unreachable: Option<String> = None;
         let mut token = String::new();
         loop {
             let (page, next) = self
@@ -171,6 +202,10 @@ impl Orchestrator {
                     .iter()
                     .all(|needed| runner.capabilities.contains(needed));
                 if runner.status != RunnerStatus::Enrolled || !offers_all {
+                    continue;
+                }
+                if let Err(error) = self.connect(&runner) {
+                    unreachable = Some(error.to_string());
                     continue;
                 }
                 let load = self.runner_load(&runner.id).await?;
@@ -187,7 +222,11 @@ impl Orchestrator {
                 }
             }
             if next.is_empty() {
-                return Ok(best.map(|(_, _, runner)| runner));
+                return Ok(match (best, unreachable) {
+                    (Some((_, _, runner)), _) => RunnerSearch::Found(runner),
+                    (None, Some(reason)) => RunnerSearch::Unreachable(reason),
+                    (None, None) => RunnerSearch::None,
+                });
             }
             token = next;
         }

@@ -634,6 +634,34 @@ async fn no_schedulable_runner_records_nothing(backend: Backend) {
     assert!(w.local.list_workloads().await.unwrap().is_empty());
 }
 
+/// Returns an orchestrator of another replica, which does not host the
+/// world's built-in runner and so cannot call it.
+fn other_replica(w: &World) -> agyn_orchestrator::Orchestrator {
+    let services = agyn_orchestrator::Services {
+        connector: std::sync::Arc::new(agyn_gateway::PlatformConnector::default()),
+        ..w.services.clone()
+    };
+    agyn_orchestrator::Orchestrator::new(services, fast_config()).unwrap()
+}
+
+async fn unreachable_runner_records_nothing(backend: Backend) {
+    let w = World::new(backend, Agent::Sleeps).await;
+    let elsewhere = other_replica(&w);
+    elsewhere.start_pass().await.unwrap();
+    elsewhere.start_pass().await.unwrap();
+    assert!(w.workloads().await.is_empty());
+    assert!(w.local.list_workloads().await.unwrap().is_empty());
+
+    // The replica that hosts the runner starts the pair's first workload.
+    let orchestrator = w.orchestrator(fast_config());
+    orchestrator.start_pass().await.unwrap();
+    let workloads = w.workloads().await;
+    assert_eq!(workloads.len(), 1, "{workloads:#?}");
+    assert_eq!(workloads[0].status, Starting);
+    assert_eq!(workloads[0].runner_id, w.runner.id);
+    w.stop_all().await;
+}
+
 async fn deleted_agent_stops_its_workload(backend: Backend) {
     let w = World::new(backend, Agent::Sleeps).await;
     let orchestrator = w.orchestrator(fast_config());
@@ -766,6 +794,9 @@ async fn persistent_volume_is_provisioned_and_reused(backend: Backend) {
             .iter()
             .all(|workload| workload.status == Stopped)
     );
+    // A replica that cannot call the runner holding the volume waits.
+    other_replica(&w).start_pass().await.unwrap();
+    assert_eq!(w.workloads().await.len(), 1);
     orchestrator.start_pass().await.unwrap();
     assert_eq!(w.workloads().await.len(), 2);
     let volumes = thread_volumes(&w).await;
@@ -805,6 +836,7 @@ on_both_backends!(
     conflicting_registry_credentials_are_a_configuration_error,
     agent_without_model_is_a_configuration_error,
     no_schedulable_runner_records_nothing,
+    unreachable_runner_records_nothing,
     deleted_agent_stops_its_workload,
     orphan_workload_is_removed,
     persistent_volume_is_provisioned_and_reused,
