@@ -223,11 +223,40 @@ impl Drop for Server {
             let _ = child.kill();
             let _ = child.wait();
         }
+        kill_workload_processes(&self.data_dir);
         // A failed test keeps its data directory (and the log inside it)
         // for inspection. A passing one removes it, because file tests
         // leave hundreds of megabytes behind.
         if !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.data_dir);
+        }
+    }
+}
+
+/// Kills every process the built-in runner of a server on `data_dir`
+/// started. Workloads are process groups that outlive their runner by
+/// design, so a killed test server would otherwise leave them running.
+/// They are found by an executable path or a working directory under
+/// `<data_dir>/runner`.
+pub fn kill_workload_processes(data_dir: &std::path::Path) {
+    let runner_dir = data_dir.join("runner");
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|pid| pid.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let program = cmdline.split(|byte| *byte == 0).next().unwrap_or_default();
+        let program = PathBuf::from(String::from_utf8_lossy(program).into_owned());
+        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_default();
+        if program.starts_with(&runner_dir) || cwd.starts_with(&runner_dir) {
+            let _ = Command::new("kill").args(["-KILL", pid]).status();
         }
     }
 }
