@@ -104,12 +104,17 @@ impl McpServer {
             .map(|session| session.tools.clone())
     }
 
-    /// Connects unless already connected; returns whether it is connected.
-    pub async fn ensure_connected(&self) -> bool {
+    /// Connects unless already connected, giving up after `limit`, so that
+    /// a server that accepts requests but never responds cannot hold up a
+    /// turn. Returns whether it is connected.
+    pub async fn ensure_connected(&self, limit: Duration) -> bool {
         if self.session.lock().await.is_some() {
             return true;
         }
-        match self.connect().await {
+        let connected = tokio::time::timeout(limit, self.connect())
+            .await
+            .unwrap_or(Err(McpError::Timeout));
+        match connected {
             Ok(()) => true,
             Err(error) => {
                 tracing::warn!(mcp = %self.name, url = %self.url, %error, "MCP server is unavailable");
@@ -119,13 +124,17 @@ impl McpServer {
     }
 
     /// Tries to connect until `window` has passed, because sidecars may
-    /// start after the agent. Returns whether it connected.
+    /// start after the agent. An attempt still waiting for a response at
+    /// the end of the window is abandoned. Returns whether it connected.
     pub async fn connect_within(&self, window: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + window;
         let mut attempts = 0u32;
         loop {
             attempts += 1;
-            match self.connect().await {
+            let connected = tokio::time::timeout_at(deadline, self.connect())
+                .await
+                .unwrap_or(Err(McpError::Timeout));
+            match connected {
                 Ok(()) => return true,
                 Err(error) if tokio::time::Instant::now() + CONNECT_RETRY_PAUSE < deadline => {
                     tracing::debug!(mcp = %self.name, attempts, %error, "MCP server not ready; retrying");

@@ -139,6 +139,9 @@ pub struct Timing {
     pub poll_interval: Duration,
     /// How long startup retries an MCP server that does not respond yet.
     pub mcp_connect_window: Duration,
+    /// How long a turn waits for an MCP server that is still down to
+    /// connect before the turn goes on without its tools.
+    pub mcp_reconnect_limit: Duration,
     /// Waits before each retry of a failed LLM request.
     pub llm_retry_delays: Vec<Duration>,
     /// Interval of span exports.
@@ -153,6 +156,7 @@ impl Default for Timing {
             touch_interval: Duration::from_secs(10),
             poll_interval: Duration::from_secs(15),
             mcp_connect_window: Duration::from_secs(60),
+            mcp_reconnect_limit: Duration::from_secs(5),
             llm_retry_delays: [2, 4, 8].map(Duration::from_secs).to_vec(),
             export_interval: Duration::from_secs(2),
             stop_hooks_limit: Duration::from_secs(10),

@@ -2,6 +2,7 @@
 //! as `<server>__<tool>`, and the built-in `agyn_read_file`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -55,11 +56,14 @@ impl Toolbox {
         Self { servers, gateway }
     }
 
-    /// Connects the servers that are still down, one attempt each.
-    pub async fn reconnect_missing(&self) {
-        for server in &self.servers {
-            server.ensure_connected().await;
-        }
+    /// Connects the servers that are still down, one attempt each, side by
+    /// side and each within `limit`.
+    pub async fn reconnect_missing(&self, limit: Duration) {
+        let attempts = self
+            .servers
+            .iter()
+            .map(|server| server.ensure_connected(limit));
+        futures::future::join_all(attempts).await;
     }
 
     /// Returns the function tool definitions of the request.

@@ -122,7 +122,9 @@ impl Agent {
             &thread.participants,
         );
         let resumed = self.journal.resume(&first_id);
-        self.toolbox.reconnect_missing().await;
+        self.toolbox
+            .reconnect_missing(self.settings.timing.mcp_reconnect_limit)
+            .await;
         let tools = self.toolbox.definitions().await;
 
         let mut conversation = Conversation {

@@ -870,3 +870,52 @@ async fn late_mcp_server_joins_next_turn() {
         .collect();
     assert!(tools.contains(&"tools__add"), "{tools:?}");
 }
+
+/// A server that accepts connections on a loopback port and never
+/// responds, like an MCP sidecar whose server hangs. Returns its address.
+async fn silent_server() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            open.push(stream);
+        }
+    });
+    address
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hanging_mcp_server_does_not_stall_turns() {
+    let world = World::start(Backend::Sqlite).await;
+    let model = world
+        .scripted_model(vec![rule("", vec![text("Still here.")])])
+        .await;
+    let setup = world.setup(&model, "{}").await;
+    world.add_mcp(&setup.agent, "stuck", 30).await;
+    let workload = world.workload(&setup).await;
+    let state = TempDir::new("stuck");
+    let address = silent_server().await;
+
+    // Both limits are far below the 30 s each MCP request may take and
+    // the 20 s the test waits for each reply.
+    let mut settings = world.settings(&setup, &workload, &state.0);
+    settings.mcp_servers = vec![agyn_agent::McpServerAddress {
+        name: "stuck".to_string(),
+        url: format!("http://{address}/mcp"),
+    }];
+    settings.timing.mcp_connect_window = Duration::from_millis(500);
+    settings.timing.mcp_reconnect_limit = Duration::from_millis(500);
+    world.send(&setup.thread, "first").await;
+    let agent = RunningAgent::start(settings);
+
+    let replies = world.wait_for_replies(&setup, 1).await;
+    assert_eq!(replies[0].body, "Still here.");
+    wait_until_acked(&world, &workload, &setup.thread).await;
+
+    // The next turn tries the server again and goes on without it.
+    world.send(&setup.thread, "second").await;
+    let replies = world.wait_for_replies(&setup, 2).await;
+    assert_eq!(replies.len(), 2);
+    assert!(agent.stop().await.is_ok());
+}

@@ -505,6 +505,7 @@ impl World {
                 // only come from notifications.
                 poll_interval: Duration::from_secs(120),
                 mcp_connect_window: Duration::from_secs(10),
+                mcp_reconnect_limit: Duration::from_secs(5),
                 llm_retry_delays: vec![Duration::from_millis(100); 3],
                 export_interval: Duration::from_millis(200),
                 stop_hooks_limit: Duration::from_secs(2),
