@@ -27,7 +27,8 @@ pub struct SendArgs {
     /// Message text, or `-` to read it from standard input
     pub text: String,
 
-    /// Wait for the next message from another participant and print it
+    /// Wait for the next message from another participant and print it.
+    /// The wait fails early when the conversation is degraded or archived
     #[arg(long)]
     pub wait: bool,
 

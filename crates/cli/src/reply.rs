@@ -14,7 +14,9 @@ use agyn_client::notifications::__buffa::oneof::subscribe_response::Kind;
 use agyn_client::notifications::__buffa::view::SubscribeResponseView;
 use agyn_client::notifications::{NotificationEnvelope, SubscribeRequest, SubscriptionReady};
 use agyn_client::runners::ListWorkloadsByThreadRequest;
-use agyn_client::threads::{GetMessagesRequest, Message, MessageOrder};
+use agyn_client::threads::{
+    GetMessagesRequest, GetThreadRequest, Message, MessageOrder, ThreadStatus,
+};
 use agyn_client::{CallOptions, ConnectError, ErrorCode, Gateway};
 use connectrpc::client::{ClientTransport, ServerStream, SharedHttp2Connection};
 
@@ -31,6 +33,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// How often the progress line refreshes the workload status.
 const WORKLOAD_POLL_INTERVAL: Duration = Duration::from_secs(3);
+
+/// How often the wait checks that the thread still takes messages. No
+/// event announces that a thread was degraded or archived.
+const THREAD_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 
 type Events = ServerStream<
     <SharedHttp2Connection as ClientTransport>::ResponseBody,
@@ -73,37 +79,49 @@ impl ReplyWatch {
     }
 
     /// Waits up to `timeout` for the first message after `sent_id` in the
-    /// thread from another participant. While it waits, a progress line
-    /// on standard error shows the elapsed time and the newest workload's
-    /// status, when standard error is a terminal.
+    /// thread from another participant. The wait fails early when the
+    /// thread is degraded or archived, because no reply can be stored
+    /// then. While it waits, a progress line on standard error shows the
+    /// elapsed time and the newest workload's status, when standard error
+    /// is a terminal.
     pub async fn wait(mut self, sent_id: &str, timeout: Duration) -> Result<Message> {
         let started = Instant::now();
         let mut progress = std::io::stderr()
             .is_terminal()
             .then(|| Progress::new(self.gateway.clone(), self.thread_id.clone()));
+        let gateway = self.gateway.clone();
         let thread_id = self.thread_id.clone();
 
-        let reply = self.next_reply(sent_id);
-        tokio::pin!(reply);
-        let deadline = tokio::time::sleep(timeout);
-        tokio::pin!(deadline);
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let outcome = {
+            let reply = self.next_reply(sent_id);
+            tokio::pin!(reply);
+            let deadline = tokio::time::sleep(timeout);
+            tokio::pin!(deadline);
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut thread_check = tokio::time::interval(THREAD_CHECK_INTERVAL);
+            thread_check.reset();
 
-        let outcome = loop {
-            tokio::select! {
-                outcome = &mut reply => break outcome,
-                () = &mut deadline => {
-                    break Err(CliError::failed(format!(
-                        "timed out after {} waiting for a reply in conversation {thread_id}. \
-                         The message {sent_id} was sent, and \
-                         `agyn workloads list --conversation {thread_id}` shows whether an \
-                         agent is working on it",
-                        humantime::format_duration(timeout)
-                    )));
-                }
-                _ = tick.tick(), if progress.is_some() => {
-                    if let Some(progress) = progress.as_mut() {
-                        progress.show(started.elapsed()).await;
+            loop {
+                tokio::select! {
+                    outcome = &mut reply => break Waited::Reply(Box::new(outcome)),
+                    () = &mut deadline => {
+                        break Waited::Reply(Box::new(Err(CliError::failed(format!(
+                            "timed out after {} waiting for a reply in conversation {thread_id}. \
+                             The message {sent_id} was sent, and \
+                             `agyn workloads list --conversation {thread_id}` shows whether an \
+                             agent is working on it",
+                            humantime::format_duration(timeout)
+                        )))));
+                    }
+                    _ = thread_check.tick() => {
+                        if let Some(closed) = closed_thread(&gateway, &thread_id, sent_id).await {
+                            break Waited::Closed(closed);
+                        }
+                    }
+                    _ = tick.tick(), if progress.is_some() => {
+                        if let Some(progress) = progress.as_mut() {
+                            progress.show(started.elapsed()).await;
+                        }
                     }
                 }
             }
@@ -111,7 +129,14 @@ impl ReplyWatch {
         if let Some(progress) = progress {
             progress.clear();
         }
-        outcome
+        match outcome {
+            Waited::Reply(outcome) => *outcome,
+            // A reply stored before the thread closed still counts.
+            Waited::Closed(error) => match self.find_reply(sent_id).await? {
+                Some(reply) => Ok(reply),
+                None => Err(error),
+            },
+        }
     }
 
     async fn next_reply(&mut self, sent_id: &str) -> Result<Message> {
@@ -218,6 +243,42 @@ impl ReplyWatch {
             page_token = page.next_page_token;
         }
     }
+}
+
+/// Outcome of the select loop of [`ReplyWatch::wait`].
+enum Waited {
+    Reply(Box<Result<Message>>),
+    /// The thread stopped taking messages, and the error gives the reason.
+    Closed(CliError),
+}
+
+/// Returns the error to report when thread `thread_id` no longer takes
+/// messages, or `None` while it does or when it cannot be read now.
+async fn closed_thread(gateway: &Gateway, thread_id: &str, sent_id: &str) -> Option<CliError> {
+    let response = gateway
+        .threads()
+        .get_thread_with_options(
+            GetThreadRequest {
+                id: thread_id.to_string(),
+                ..Default::default()
+            },
+            CallOptions::default().with_timeout(agyn_client::DEFAULT_TIMEOUT),
+        )
+        .await
+        .ok()?
+        .into_owned();
+    let thread = response.thread.as_option()?;
+    let state = match thread.status.as_known()? {
+        ThreadStatus::THREAD_STATUS_DEGRADED => {
+            format!("degraded (reason {})", thread.degrade_reason)
+        }
+        ThreadStatus::THREAD_STATUS_ARCHIVED => "archived".to_string(),
+        _ => return None,
+    };
+    Some(CliError::failed(format!(
+        "conversation {thread_id} is {state}, so it takes no reply to message {sent_id}. \
+         `agyn workloads list --conversation {thread_id}` shows the workloads that failed"
+    )))
 }
 
 /// Opens a subscription to [`ROOM`] and returns it with its `ready`

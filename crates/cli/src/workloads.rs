@@ -84,6 +84,7 @@ pub async fn run(args: WorkloadsArgs) -> Result<()> {
         "CONVERSATION ID",
         "RUNNER",
         "CREATED",
+        "FAILURE",
     ]);
     for workload in &workloads {
         table.row(row(workload));
@@ -107,6 +108,7 @@ fn row(workload: &Workload) -> Vec<String> {
         workload.thread_id.clone(),
         output::or_dash(&workload.runner_name),
         resolve::created_of(&workload.meta),
+        output::or_dash(&workload.failure_message),
     ]
 }
 
@@ -190,4 +192,34 @@ pub async fn logs(args: LogsArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agyn_client::runners::{WorkloadFailureReason, WorkloadStatus};
+
+    #[test]
+    fn failed_row_shows_reason_and_message() {
+        let workload = Workload {
+            status: WorkloadStatus::WORKLOAD_STATUS_FAILED.into(),
+            failure_reason: WorkloadFailureReason::WORKLOAD_FAILURE_REASON_CONFIG_INVALID.into(),
+            failure_message: "model m of agent a not found in organization o".to_string(),
+            ..Default::default()
+        };
+        let cells = row(&workload);
+        assert_eq!(cells[2], "failed (config_invalid)");
+        assert_eq!(cells[7], "model m of agent a not found in organization o");
+    }
+
+    #[test]
+    fn running_row_has_no_failure() {
+        let workload = Workload {
+            status: WorkloadStatus::WORKLOAD_STATUS_RUNNING.into(),
+            ..Default::default()
+        };
+        let cells = row(&workload);
+        assert_eq!(cells[2], "running");
+        assert_eq!(cells[7], "-");
+    }
 }
