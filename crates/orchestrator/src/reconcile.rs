@@ -142,13 +142,13 @@ fn plan_present(
             if main.exit_code == 0 {
                 return Action::Finish;
             }
-            return crashloop(main.exit_code);
+            return crashloop(main);
         }
         let crash_looping = container_is(main, Observed::CONTAINER_STATUS_WAITING)
             && main.reason == "CrashLoopBackOff"
             && main.restart_count >= CRASHLOOP_RESTARTS;
         if crash_looping {
-            return crashloop(main.exit_code);
+            return crashloop(main);
         }
     }
     if status != WorkloadStatus::Starting {
@@ -213,10 +213,16 @@ fn waiting_on(
     })
 }
 
-fn crashloop(exit_code: i32) -> Action {
+/// Returns the failure of a workload whose main container exited, with
+/// the runner's explanation of the exit when it gives one.
+fn crashloop(main: &runner_pb::RunnerContainer) -> Action {
+    let mut message = format!("main container exited with code {}", main.exit_code);
+    if !main.message.is_empty() {
+        message = format!("{message}: {}", main.message);
+    }
     Action::Fail {
         reason: FailureReason::Crashloop,
-        message: format!("main container exited with code {exit_code}"),
+        message,
         stop: true,
     }
 }

@@ -161,6 +161,24 @@ fn main_exit_codes_decide_between_finish_and_crashloop() {
 }
 
 #[test]
+fn crashloop_message_keeps_runner_explanation() {
+    let record = record(WorkloadStatus::Running, 0);
+    let mut main = main_in(Observed::CONTAINER_STATUS_TERMINATED, "StatusUnknown", -1);
+    main.message = "the process ended while no runner watched it".to_string();
+    let view = observed(vec![init_done(), main]);
+    assert_eq!(
+        plan(&record, Some(&view), SECOND, &config()),
+        Action::Fail {
+            reason: FailureReason::Crashloop,
+            message: "main container exited with code -1: the process ended while no runner \
+                      watched it"
+                .to_string(),
+            stop: true,
+        }
+    );
+}
+
+#[test]
 fn crash_loop_backoff_counts_restarts() {
     let record = record(WorkloadStatus::Running, 0);
     let mut main = main_in(Observed::CONTAINER_STATUS_WAITING, "CrashLoopBackOff", 2);
