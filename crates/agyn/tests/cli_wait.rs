@@ -5,7 +5,9 @@
 //!
 //! The agent's model is deleted after the agent was created, which the
 //! orchestrator records as a FAILED `CONFIG_INVALID` workload without
-//! calling a runner, so the server runs without its built-in runner.
+//! calling a runner, so the servers run without their built-in runner.
+//! Without a runner no agent ever replies, so Ctrl-C is the only way out
+//! of a long wait.
 
 mod support;
 
@@ -179,6 +181,81 @@ async fn send_wait_stops_on_degraded_thread() {
     assert!(
         stdout.contains(&format!("model {model_id} of agent")),
         "stdout: {stdout}"
+    );
+
+    drop(server);
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// Polls the conversation until it contains a message with `body`.
+async fn wait_for_message(server: &Server, conversation_id: &str, body: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (status, messages) = connect_json(
+            &reqwest::Client::new(),
+            &server.base_url(),
+            "agynio.api.threads.v1.ThreadsGateway/GetMessages",
+            json!({"threadId": conversation_id}),
+            Some(&server.admin_token),
+        )
+        .await;
+        assert_eq!(status, 200, "{messages}");
+        let found = messages["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|message| message["body"] == body);
+        if found {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{body:?} never reached the conversation: {messages}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn send_wait_ctrl_c_exits_130() {
+    let root = scratch_root();
+    let server = Server::start_with(&["--runner-builtin", "false"].map(String::from));
+    let client = Client { root: root.clone() };
+    let (_, conversation_id) = set_up_conversation(&client, &server, &root);
+
+    let waiting = client
+        .command(&[
+            "send",
+            &conversation_id,
+            "hello",
+            "--wait",
+            "--timeout",
+            "90s",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The handler is installed before the message is sent, so once the
+    // message is stored SIGINT reaches it.
+    wait_for_message(&server, &conversation_id, "hello").await;
+    let killed = Command::new("kill")
+        .args(["-INT", &waiting.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+
+    let output = tokio::task::spawn_blocking(move || waiting.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(output.status.code(), Some(130), "stderr: {stderr}");
+    assert!(stderr.contains("interrupted"), "stderr: {stderr}");
+    assert!(stderr.contains("was sent"), "stderr: {stderr}");
+    assert!(
+        stderr.contains(&format!("`agyn messages {conversation_id}`")),
+        "stderr: {stderr}"
     );
 
     drop(server);

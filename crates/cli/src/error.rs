@@ -21,6 +21,8 @@ pub enum CliError {
     /// Standard output was closed by its reader (`agyn logs ... | head`).
     /// The command stops quietly and exits 0.
     OutputClosed,
+    /// The user pressed Ctrl-C. Exits 130, as shells report SIGINT.
+    Interrupted(String),
 }
 
 impl CliError {
@@ -33,11 +35,12 @@ impl CliError {
     }
 
     /// Returns the process exit status: 2 for usage errors, 0 for a closed
-    /// output, 1 otherwise.
+    /// output, 130 after Ctrl-C, 1 otherwise.
     pub fn exit_status(&self) -> u8 {
         match self {
             Self::Usage(_) => 2,
             Self::OutputClosed => 0,
+            Self::Interrupted(_) => 130,
             Self::Gateway { .. } | Self::Failed(_) => 1,
         }
     }
@@ -47,7 +50,9 @@ impl fmt::Display for CliError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Gateway { code, message } => write!(f, "{code}: {message}"),
-            Self::Usage(message) | Self::Failed(message) => f.write_str(message),
+            Self::Usage(message) | Self::Failed(message) | Self::Interrupted(message) => {
+                f.write_str(message)
+            }
             Self::OutputClosed => f.write_str("standard output was closed"),
         }
     }
@@ -98,6 +103,11 @@ mod tests {
     #[test]
     fn usage_error_exits_two() {
         assert_eq!(CliError::usage("--base-url is required").exit_status(), 2);
+    }
+
+    #[test]
+    fn interrupt_exits_130() {
+        assert_eq!(CliError::Interrupted("stopped".into()).exit_status(), 130);
     }
 
     #[test]

@@ -70,23 +70,33 @@ pub async fn send(args: SendArgs) -> Result<()> {
 
     // The subscription is open before the message is sent, so a reply
     // cannot slip in between.
-    let watch = if args.wait {
+    let mut watch = if args.wait {
         Some(reply::ReplyWatch::open(&session.gateway, &args.conversation).await?)
     } else {
         None
     };
 
-    let sent = session
-        .gateway
-        .threads()
-        .send_message(SendMessageRequest {
-            thread_id: args.conversation.clone(),
-            body,
-            request_id: uuid::Uuid::new_v4().to_string(),
-            ..Default::default()
-        })
-        .await?
-        .into_owned();
+    let threads = session.gateway.threads();
+    let sending = threads.send_message(SendMessageRequest {
+        thread_id: args.conversation.clone(),
+        body,
+        request_id: uuid::Uuid::new_v4().to_string(),
+        ..Default::default()
+    });
+    let sent = match watch.as_mut() {
+        Some(watch) => tokio::select! {
+            sent = sending => sent?,
+            () = watch.interrupted() => {
+                return Err(CliError::Interrupted(format!(
+                    "interrupted before the gateway confirmed the message. \
+                     `agyn messages {}` shows whether it was stored",
+                    args.conversation
+                )));
+            }
+        },
+        None => sending.await?,
+    }
+    .into_owned();
     let sent_id = sent
         .message
         .as_option()

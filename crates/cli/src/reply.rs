@@ -19,6 +19,7 @@ use agyn_client::threads::{
 };
 use agyn_client::{CallOptions, ConnectError, ErrorCode, Gateway};
 use connectrpc::client::{ClientTransport, ServerStream, SharedHttp2Connection};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::error::{CliError, Result};
 use crate::output;
@@ -51,6 +52,11 @@ pub struct ReplyWatch {
     caller_id: String,
     events: Events,
     last_event_id: Option<String>,
+    /// SIGINT (Ctrl-C), caught from the end of `open`, so that the wait
+    /// can clear the progress line and report that the message was sent.
+    /// `wait` takes it, and [`ReplyWatch::interrupted`] waits on it until
+    /// then.
+    interrupt: Option<Signal>,
 }
 
 impl ReplyWatch {
@@ -58,6 +64,9 @@ impl ReplyWatch {
     pub async fn open(gateway: &Gateway, thread_id: &str) -> Result<Self> {
         let gateway = gateway.without_default_timeout();
         let (events, ready) = subscribe(&gateway, None).await?;
+        let interrupt = signal(SignalKind::interrupt()).map_err(|error| {
+            CliError::failed(format!("failed to install the Ctrl-C handler: {error}"))
+        })?;
         let caller_id = ready
             .rooms
             .iter()
@@ -75,7 +84,14 @@ impl ReplyWatch {
             caller_id,
             events,
             last_event_id: None,
+            interrupt: Some(interrupt),
         })
+    }
+
+    /// Completes at the next Ctrl-C, such as one pressed while the message
+    /// is being sent.
+    pub async fn interrupted(&mut self) {
+        interrupted(&mut self.interrupt).await;
     }
 
     /// Waits up to `timeout` for the first message after `sent_id` in the
@@ -91,6 +107,7 @@ impl ReplyWatch {
             .then(|| Progress::new(self.gateway.clone(), self.thread_id.clone()));
         let gateway = self.gateway.clone();
         let thread_id = self.thread_id.clone();
+        let mut interrupt = self.interrupt.take();
 
         let outcome = {
             let reply = self.next_reply(sent_id);
@@ -111,6 +128,13 @@ impl ReplyWatch {
                              `agyn workloads list --conversation {thread_id}` shows whether an \
                              agent is working on it",
                             humantime::format_duration(timeout)
+                        )))));
+                    }
+                    () = interrupted(&mut interrupt) => {
+                        break Waited::Reply(Box::new(Err(CliError::Interrupted(format!(
+                            "interrupted while waiting for a reply in conversation {thread_id}. \
+                             The message {sent_id} was sent, and `agyn messages {thread_id}` \
+                             shows the reply once it arrives"
                         )))));
                     }
                     _ = thread_check.tick() => {
@@ -242,6 +266,16 @@ impl ReplyWatch {
             }
             page_token = page.next_page_token;
         }
+    }
+}
+
+/// Completes at the next SIGINT, or never without a handler.
+async fn interrupted(interrupt: &mut Option<Signal>) {
+    match interrupt {
+        Some(interrupt) => {
+            interrupt.recv().await;
+        }
+        None => std::future::pending().await,
     }
 }
 
