@@ -82,9 +82,11 @@ pub fn load(dir: &Path) -> Result<Option<Credentials>> {
             path.display()
         ))
     })?;
+    // `agyn login` stores the token trimmed, but a file written by hand
+    // may keep the newline of a token file.
     Ok(Some(Credentials {
         gateway_url: stored.gateway_url,
-        token: Secret::new(stored.token),
+        token: Secret::new(stored.token.trim().to_string()),
         ca_file: stored.ca_file,
     }))
 }
@@ -273,6 +275,20 @@ mod tests {
         let error = load(&root).unwrap_err().to_string();
         assert!(error.contains("not valid credentials JSON"), "{error}");
         assert!(error.contains("agyn login"), "{error}");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn load_trims_the_token() {
+        let root = scratch_dir("trim");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(
+            path_in(&root),
+            r#"{"gateway_url": "http://127.0.0.1:8080", "token": "agyn_sample\n"}"#,
+        )
+        .unwrap();
+        let loaded = load(&root).unwrap().expect("credentials were written");
+        assert_eq!(loaded.token.expose(), "agyn_sample");
         std::fs::remove_dir_all(&root).unwrap();
     }
 
