@@ -31,7 +31,7 @@ impl Agents {
     pub async fn get_agent_bundle(&self, caller: &Caller, agent_id: &str) -> Result<AgentBundle> {
         require_component(caller, "GetAgentBundle")?;
         let agent_id = parse_id("agent_id", agent_id)?;
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin_read().await?;
         if self.db.backend() == Backend::Postgres {
             tx.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 .await?;

@@ -138,10 +138,41 @@ impl Db {
     /// and its write. Such autocommit writes through [`Db::pool`] still
     /// wait on `busy_timeout`.
     pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
-        match &self.writer {
-            Some(writer) => writer.begin_with("BEGIN IMMEDIATE").await,
-            None => self.pool.begin().await,
-        }
+        // sqlx opens a transaction in more than one awaited step, and a
+        // caller dropped between them (a cancelled request) can leave the
+        // connection inside a transaction that nothing rolls back. In its
+        // own task the begin always finishes, and a transaction nobody
+        // receives is dropped and rolled back.
+        let begin = match &self.writer {
+            Some(writer) => {
+                let writer = writer.clone();
+                tokio::spawn(async move { writer.begin_with("BEGIN IMMEDIATE").await })
+            }
+            None => {
+                let pool = self.pool.clone();
+                tokio::spawn(async move { pool.begin().await })
+            }
+        };
+        begin.await.map_err(|error| {
+            sqlx::Error::Io(std::io::Error::other(format!(
+                "the task opening a write transaction failed: {error}"
+            )))
+        })?
+    }
+
+    /// Starts a read-only transaction on the shared pool, for reads that
+    /// must see one snapshot. Like [`Db::begin_write`], the begin runs in
+    /// its own task, so a cancelled caller leaves no connection inside an
+    /// open transaction.
+    pub async fn begin_read(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        let pool = self.pool.clone();
+        tokio::spawn(async move { pool.begin().await })
+            .await
+            .map_err(|error| {
+                sqlx::Error::Io(std::io::Error::other(format!(
+                    "the task opening a read transaction failed: {error}"
+                )))
+            })?
     }
 
     /// Closes every connection; pending queries finish first.
@@ -370,6 +401,29 @@ mod tests {
         drop(first);
         let again = Db::open(&url).await.unwrap();
         again.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn cancelled_begin_leaves_writer_usable() {
+        let path = std::env::temp_dir().join(format!("agyn-cancel-{}.db", std::process::id()));
+        let url = format!("sqlite://{}", path.display());
+        let db = Db::open(&url).await.unwrap();
+
+        // A caller that gives up while its write transaction is being
+        // opened, as a cancelled request does, must not leave the writer
+        // connection inside a transaction.
+        for round in 0..200 {
+            let _ = tokio::time::timeout(Duration::ZERO, db.begin_write()).await;
+            let next = tokio::time::timeout(Duration::from_secs(5), db.begin_write())
+                .await
+                .unwrap_or_else(|_| panic!("round {round}: begin_write timed out"));
+            let tx = next.unwrap_or_else(|error| panic!("round {round}: {error}"));
+            tx.commit().await.unwrap();
+        }
+
+        db.close().await;
+        drop(db);
+        let _ = std::fs::remove_file(&path);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
