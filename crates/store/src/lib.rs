@@ -141,8 +141,8 @@ impl Db {
         // sqlx opens a transaction in more than one awaited step, and a
         // caller dropped between them (a cancelled request) can leave the
         // connection inside a transaction that nothing rolls back. In its
-        // own task the begin always finishes, and a transaction nobody
-        // receives is dropped and rolled back.
+        // own task the begin always finishes, and a transaction whose caller
+        // has gone is dropped and rolled back.
         let begin = match &self.writer {
             Some(writer) => {
                 let writer = writer.clone();
@@ -160,8 +160,8 @@ impl Db {
         })?
     }
 
-    /// Starts a read-only transaction on the shared pool, for reads that
-    /// must see one snapshot. Like [`Db::begin_write`], the begin runs in
+    /// Starts a transaction on the shared pool for reads that must see one
+    /// snapshot. It must not write. Like [`Db::begin_write`], the begin runs in
     /// its own task, so a cancelled caller leaves no connection inside an
     /// open transaction.
     pub async fn begin_read(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
