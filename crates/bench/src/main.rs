@@ -12,6 +12,8 @@
 //!   SendMessage to a subscriber receiving the `message.created` event.
 //! - `idle-streams` opens many idle `NotificationsGateway/Subscribe`
 //!   streams and reports the server's resident memory before and after.
+//! - `reply` measures the time from a message to an agent until the
+//!   agent's reply, with and without a running workload.
 //!
 //! Every measuring subcommand prints progress to stderr and one JSON
 //! object with its results to stdout. The method and the results are
@@ -22,6 +24,7 @@ mod identities;
 mod idle;
 mod latency;
 mod process;
+mod reply;
 mod send;
 mod setup;
 mod stats;
@@ -49,6 +52,8 @@ enum Command {
     Latency(latency::LatencyArgs),
     /// Measures the server memory held by idle Subscribe streams.
     IdleStreams(idle::IdleArgs),
+    /// Measures the time from a message to an agent's reply, cold and warm.
+    Reply(reply::ReplyArgs),
 }
 
 /// Options shared by the subcommands that talk to a running server.
@@ -96,6 +101,7 @@ fn main() {
             Command::Send(args) => send::run(args).await,
             Command::Latency(args) => latency::run(args).await,
             Command::IdleStreams(args) => idle::run(args).await,
+            Command::Reply(args) => reply::run(args).await,
         }
     });
     if let Err(error) = result {
