@@ -103,24 +103,17 @@ pub fn sized<'a>(field: &str, value: &'a str, max_bytes: usize, required: bool) 
     Ok(value)
 }
 
-/// Checks an agent configuration: a JSON object of at most 64 KiB. An
-/// empty string stands for `{}`.
+/// Checks an agent configuration: a JSON object of at most 64 KiB whose
+/// keys read by the built-in agent have valid types and ranges. An empty
+/// string stands for `{}`.
 pub fn configuration(value: &str) -> Result<&str> {
     if value.is_empty() {
         return Ok("{}");
     }
     sized("configuration", value, CONFIGURATION_MAX_BYTES, true)?;
-    match serde_json::from_str::<serde_json::Value>(value) {
-        Ok(serde_json::Value::Object(_)) => Ok(value),
-        Ok(_) => Err(Error::invalid_field(
-            "configuration",
-            "must be a JSON object",
-        )),
-        Err(error) => Err(Error::invalid_field(
-            "configuration",
-            &format!("invalid JSON: {error}"),
-        )),
-    }
+    agyn_core::agent_config::AgentConfig::parse(value)
+        .map_err(|problem| Error::invalid_field("configuration", &problem))?;
+    Ok(value)
 }
 
 /// Checks the capability list: at most 16, each matching
@@ -503,5 +496,24 @@ mod tests {
         assert!(configuration("{\"a\":1}").is_ok());
         assert!(configuration("[1]").is_err());
         assert!(configuration("{").is_err());
+    }
+
+    #[test]
+    fn configuration_checks_agent_keys() {
+        assert!(configuration(r#"{"max_tool_iterations": 10, "other": [1]}"#).is_ok());
+        let error = configuration(r#"{"max_tool_iterations": 0}"#).unwrap_err();
+        assert!(
+            error
+                .message()
+                .contains("max_tool_iterations must be an integer from 1 to 200"),
+            "{}",
+            error.message()
+        );
+        let error = configuration(r#"{"temperature": "warm"}"#).unwrap_err();
+        assert!(
+            error.message().contains("temperature must be a number"),
+            "{}",
+            error.message()
+        );
     }
 }

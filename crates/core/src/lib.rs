@@ -3,6 +3,7 @@
 //! Services build on these pieces so that errors, identifiers, page tokens
 //! and caller identities look the same on every method.
 
+pub mod agent_config;
 pub mod caller;
 pub mod error;
 pub mod events;
