@@ -23,6 +23,16 @@ pub use sqlx;
 /// with `unavailable` (`database busy`).
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Interval between two checkpoints of the SQLite write-ahead log. They
+/// run on a reader connection, so that the writer does not wait for their
+/// copying and `fsync`.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Size of the SQLite write-ahead log, in pages, at which the committing
+/// connection checkpoints it itself. The background checkpoints keep the
+/// log below it, so it matters only when they stop.
+const AUTOCHECKPOINT_PAGES: u32 = 10_000;
+
 /// Database engine behind a [`Db`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -77,6 +87,19 @@ pub struct Db {
     /// second process off the same file; released when the last clone
     /// drops.
     lock: Option<std::sync::Arc<std::fs::File>>,
+    /// For SQLite, the task that checkpoints the write-ahead log, kept
+    /// only so that it stops when the last clone drops.
+    _checkpoints: Option<std::sync::Arc<Checkpoints>>,
+}
+
+/// Handle of the background checkpoint task, which it aborts when dropped.
+#[derive(Debug)]
+struct Checkpoints(tokio::task::AbortHandle);
+
+impl Drop for Checkpoints {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl Db {
@@ -103,11 +126,16 @@ impl Db {
             Backend::Sqlite => Some(connect_pool(&options, backend, 1).await?),
             Backend::Postgres => None,
         };
+        let checkpoints = (backend == Backend::Sqlite).then(|| {
+            let task = tokio::spawn(checkpoint_loop(pool.clone()));
+            std::sync::Arc::new(Checkpoints(task.abort_handle()))
+        });
         Ok(Self {
             pool,
             writer,
             backend,
             lock,
+            _checkpoints: checkpoints,
         })
     }
 
@@ -234,6 +262,15 @@ async fn connect_pool(
                     connection.execute("PRAGMA synchronous = NORMAL").await?;
                     connection.execute("PRAGMA busy_timeout = 5000").await?;
                     connection.execute("PRAGMA foreign_keys = ON").await?;
+                    // Statement journals, which a statement writing many
+                    // rows inside a transaction keeps, stay in memory
+                    // instead of spilling to a temporary file.
+                    connection.execute("PRAGMA temp_store = MEMORY").await?;
+                    connection
+                        .execute(
+                            format!("PRAGMA wal_autocheckpoint = {AUTOCHECKPOINT_PAGES}").as_str(),
+                        )
+                        .await?;
                 }
                 Ok(())
             })
@@ -252,6 +289,32 @@ async fn connect_pool(
             Err(OpenError::Connect(cause))
         }
         Err(error) => Err(OpenError::Connect(error)),
+    }
+}
+
+/// Checkpoints the write-ahead log every [`CHECKPOINT_INTERVAL`] until
+/// the pool closes. A passive checkpoint copies what it can without
+/// waiting for readers or the writer, and the next write transaction
+/// restarts the log from its beginning once all of it is copied.
+async fn checkpoint_loop(pool: AnyPool) {
+    let mut ticks = tokio::time::interval(CHECKPOINT_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failures = 0u64;
+    loop {
+        ticks.tick().await;
+        if pool.is_closed() {
+            return;
+        }
+        if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&pool)
+            .await
+        {
+            failures += 1;
+            // The first failure and then every hundredth are logged.
+            if failures == 1 || failures.is_multiple_of(100) {
+                tracing::warn!(%error, failures, "Failed to checkpoint the SQLite write-ahead log");
+            }
+        }
     }
 }
 
@@ -470,6 +533,57 @@ mod tests {
             .unwrap();
         assert_eq!(value, 32);
         drop(open);
+
+        db.close().await;
+        drop(db);
+        for suffix in ["", "-wal", "-shm", ".lock"] {
+            let mut file = path.as_os_str().to_owned();
+            file.push(suffix);
+            let _ = std::fs::remove_file(file);
+        }
+    }
+
+    /// Reads the checkpoint sequence number from a write-ahead log's
+    /// header (bytes 12 to 15, big-endian), which grows by one each time
+    /// a write restarts the log.
+    fn checkpoint_sequence(wal: &Path) -> u32 {
+        let header = std::fs::read(wal).unwrap();
+        u32::from_be_bytes(header[12..16].try_into().unwrap())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite_log_is_checkpointed_in_background() {
+        let path = std::env::temp_dir().join(format!("agyn-wal-{}.db", std::process::id()));
+        let url = format!("sqlite://{}", path.display());
+        let db = Db::open(&url).await.unwrap();
+        sqlx::query("CREATE TABLE rows (id BIGINT PRIMARY KEY)")
+            .execute(db.pool())
+            .await
+            .unwrap();
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        let wal = std::path::PathBuf::from(wal);
+        let first = checkpoint_sequence(&wal);
+
+        // A write restarts the log only after a checkpoint has copied all
+        // of it, and these few writes stay far below the size at which a
+        // writer checkpoints by itself.
+        let mut restarted = false;
+        for id in 0..100i64 {
+            let mut tx = db.begin_write().await.unwrap();
+            sqlx::query("INSERT INTO rows (id) VALUES ($1)")
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+            if checkpoint_sequence(&wal) != first {
+                restarted = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(restarted, "no checkpoint in 10 s of writes");
 
         db.close().await;
         drop(db);

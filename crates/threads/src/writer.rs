@@ -67,7 +67,7 @@ impl Queue {
     /// queue is dropped.
     pub(crate) fn start(writer: Writer) -> Self {
         let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
-        tokio::spawn(writer.run(receiver));
+        tokio::spawn(Arc::new(writer).run(receiver));
         Self { sender }
     }
 
@@ -78,13 +78,11 @@ impl Queue {
         self.sender
             .send(Pending { request, stored })
             .await
-            .map_err(|_| writer_stopped())?;
-        result.await.map_err(|_| writer_stopped())?
+            .map_err(|_| Error::unavailable("the message writer has stopped; retry the call"))?;
+        result.await.map_err(|_| {
+            Error::unavailable("the message writer failed to store the message; retry the call")
+        })?
     }
-}
-
-fn writer_stopped() -> Error {
-    Error::unavailable("the message writer has stopped; retry the call")
 }
 
 /// The parts of [`Threads`](crate::Threads) that the writer uses.
@@ -112,16 +110,29 @@ enum Outcome {
 }
 
 impl Writer {
-    async fn run(self, mut queue: mpsc::Receiver<Pending>) {
+    async fn run(self: Arc<Self>, mut queue: mpsc::Receiver<Pending>) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-            let requests: Vec<&SendRequest> =
-                batch.iter().map(|pending| &pending.request).collect();
-            let results = self.store(&requests).await;
-            for (pending, result) in batch.drain(..).zip(results) {
-                // The caller may have gone away; its message is stored.
-                let _ = pending.stored.send(result);
+            let pending = std::mem::replace(&mut batch, Vec::with_capacity(MAX_BATCH));
+            let sends = pending.len();
+            let writer = Arc::clone(&self);
+            // Each batch runs in a task of its own, so that a panic fails
+            // only that batch's sends and the writer goes on.
+            if let Err(error) =
+                tokio::spawn(async move { writer.store_and_reply(pending).await }).await
+            {
+                tracing::error!(%error, sends, "The message writer failed on a batch");
             }
+        }
+    }
+
+    async fn store_and_reply(&self, batch: Vec<Pending>) {
+        let requests: Vec<&SendRequest> = batch.iter().map(|pending| &pending.request).collect();
+        let results = self.store(&requests).await;
+        drop(requests);
+        for (pending, result) in batch.into_iter().zip(results) {
+            // The caller may have gone away. Its message is stored anyway.
+            let _ = pending.stored.send(result);
         }
     }
 
@@ -338,7 +349,7 @@ impl Writer {
                 recipients: &stored.recipients,
             })
             .collect();
-        store::insert_messages(connection, &new).await?;
+        store::insert_messages(connection, self.db.backend(), &new).await?;
 
         let advanced: BTreeSet<&str> = stored
             .iter()
@@ -358,7 +369,7 @@ impl Writer {
                 }
             })
             .collect();
-        store::advance_threads(connection, &counters).await?;
+        store::advance_threads(connection, self.db.backend(), &counters).await?;
 
         for (request, stored) in &stored {
             keys::record(

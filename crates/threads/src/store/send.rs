@@ -40,7 +40,8 @@ pub async fn lock_threads(
     if ids.is_empty() {
         return Ok(HashMap::new());
     }
-    let mut statement = Statement::new(&format!("SELECT {THREAD_COLUMNS} FROM threads t"));
+    let mut statement =
+        Statement::for_each_once(&format!("SELECT {THREAD_COLUMNS} FROM threads t"), backend);
     let placeholders = statement.texts(ids);
     statement.push(&format!(
         " WHERE t.id IN ({placeholders}) AND {IN_ACTIVE_ORG} ORDER BY t.id"
@@ -67,11 +68,13 @@ pub async fn lock_threads(
 /// messages.
 pub async fn insert_messages(
     connection: &mut AnyConnection,
+    backend: Backend,
     messages: &[NewMessage<'_>],
 ) -> Result<()> {
     for chunk in messages.chunks(MAX_ROWS_PER_INSERT) {
-        let mut statement = Statement::new(
+        let mut statement = Statement::for_each_once(
             "INSERT INTO messages (id, thread_id, seq, sender_id, body, created_at) VALUES ",
+            backend,
         );
         let mut rows = Vec::with_capacity(chunk.len());
         for new in chunk {
@@ -101,8 +104,10 @@ pub async fn insert_messages(
         })
         .collect();
     for chunk in files.chunks(MAX_ROWS_PER_INSERT) {
-        let mut statement =
-            Statement::new("INSERT INTO message_files (message_id, ord, file_id) VALUES ");
+        let mut statement = Statement::for_each_once(
+            "INSERT INTO message_files (message_id, ord, file_id) VALUES ",
+            backend,
+        );
         let mut rows = Vec::with_capacity(chunk.len());
         for (message, ord, file_id) in chunk {
             let id = statement.text(&message.id);
@@ -123,9 +128,10 @@ pub async fn insert_messages(
         })
         .collect();
     for chunk in recipients.chunks(MAX_ROWS_PER_INSERT) {
-        let mut statement = Statement::new(
+        let mut statement = Statement::for_each_once(
             "INSERT INTO message_recipients (message_id, thread_id, participant_id, \
              participant_type, created_at, seq) VALUES ",
+            backend,
         );
         let mut rows = Vec::with_capacity(chunk.len());
         for (message, recipient) in chunk {
@@ -157,26 +163,37 @@ pub struct ThreadCounters<'a> {
 /// [`MAX_ROWS_PER_INSERT`] threads.
 pub async fn advance_threads(
     connection: &mut AnyConnection,
+    backend: Backend,
     threads: &[ThreadCounters<'_>],
 ) -> Result<()> {
     for chunk in threads.chunks(MAX_ROWS_PER_INSERT) {
-        let mut statement = Statement::new("UPDATE threads SET ");
-        let mut ids = Vec::with_capacity(chunk.len());
-        let mut counts = String::from("message_count = CASE id");
-        let mut last_times = String::from("last_message_at = CASE id");
-        let mut updated_times = String::from("updated_at = CASE id");
-        for thread in chunk {
-            let id = statement.text(thread.id);
-            let count = statement.integer(thread.message_count);
-            let last = statement.integer(thread.last_message_at);
-            let updated = statement.integer(thread.updated_at);
-            counts.push_str(&format!(" WHEN {id} THEN {count}"));
-            last_times.push_str(&format!(" WHEN {id} THEN {last}"));
-            updated_times.push_str(&format!(" WHEN {id} THEN {updated}"));
-            ids.push(id);
+        // Each placeholder appears once, so the arguments are added in the
+        // order of the SQL: one CASE per column, then the id list.
+        let mut statement = Statement::for_each_once("UPDATE threads SET ", backend);
+        let columns = ["message_count", "last_message_at", "updated_at"];
+        let mut assignments = Vec::with_capacity(columns.len());
+        for (index, column) in columns.into_iter().enumerate() {
+            let mut case = format!("{column} = CASE id");
+            for thread in chunk {
+                let values = [
+                    thread.message_count,
+                    thread.last_message_at,
+                    thread.updated_at,
+                ];
+                let id = statement.text(thread.id);
+                let value = statement.integer(values[index]);
+                case.push_str(&format!(" WHEN {id} THEN {value}"));
+            }
+            case.push_str(" END");
+            assignments.push(case);
         }
+        let ids: Vec<String> = chunk
+            .iter()
+            .map(|thread| statement.text(thread.id))
+            .collect();
         statement.push(&format!(
-            "{counts} END, {last_times} END, {updated_times} END WHERE id IN ({})",
+            "{} WHERE id IN ({})",
+            assignments.join(", "),
             ids.join(", ")
         ));
         statement.query().execute(&mut *connection).await?;

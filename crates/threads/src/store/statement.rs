@@ -1,6 +1,7 @@
 //! A SQL statement assembled from fragments, numbering its `$N`
 //! placeholders as arguments are added.
 
+use agyn_store::Backend;
 use agyn_store::sqlx::{self, Any, any::AnyArguments, query::Query};
 
 enum Argument {
@@ -11,6 +12,8 @@ enum Argument {
 pub(crate) struct Statement {
     sql: String,
     arguments: Vec<Argument>,
+    /// Placeholders are `?`, bound in order, instead of `$N`.
+    anonymous: bool,
 }
 
 impl Statement {
@@ -18,6 +21,19 @@ impl Statement {
         Self {
             sql: sql.to_string(),
             arguments: Vec::new(),
+            anonymous: false,
+        }
+    }
+
+    /// Starts a statement for `backend` whose every placeholder appears
+    /// once, in the order its argument was added. On SQLite they are `?`,
+    /// because binding a named parameter such as `$N` looks its name up in
+    /// a list of all the statement's names, which makes a statement with
+    /// thousands of parameters slow to bind.
+    pub(crate) fn for_each_once(sql: &str, backend: Backend) -> Self {
+        Self {
+            anonymous: backend == Backend::Sqlite,
+            ..Self::new(sql)
         }
     }
 
@@ -28,13 +44,21 @@ impl Statement {
     /// Adds a text argument and returns its placeholder.
     pub(crate) fn text(&mut self, value: &str) -> String {
         self.arguments.push(Argument::Text(value.to_string()));
-        format!("${}", self.arguments.len())
+        self.placeholder()
     }
 
     /// Adds an integer argument and returns its placeholder.
     pub(crate) fn integer(&mut self, value: i64) -> String {
         self.arguments.push(Argument::Integer(value));
-        format!("${}", self.arguments.len())
+        self.placeholder()
+    }
+
+    fn placeholder(&self) -> String {
+        if self.anonymous {
+            "?".to_string()
+        } else {
+            format!("${}", self.arguments.len())
+        }
     }
 
     /// Adds one text argument per value and returns their placeholders
