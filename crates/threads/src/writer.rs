@@ -17,10 +17,10 @@ use agyn_core::events::EventSink;
 use agyn_core::id::new_id;
 use agyn_core::time::now_micros;
 use agyn_core::{Error, IdentityKind, Result};
-use agyn_store::Db;
 use agyn_store::sqlx::{self, AnyConnection};
+use agyn_store::{Backend, Db};
 use serde_json::json;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::ops::{WRITE_ATTEMPTS, ensure_open, write_conflict};
 use crate::store::{
@@ -35,6 +35,12 @@ const QUEUE_CAPACITY: usize = 1_024;
 
 /// Maximum number of sends stored in one transaction.
 const MAX_BATCH: usize = 256;
+
+/// Maximum number of batches in flight on PostgreSQL, where batches on
+/// other threads do not wait for each other and each transaction spends
+/// most of its time waiting for the server. On SQLite one batch runs at a
+/// time, because the database has one writer connection.
+const POSTGRES_BATCHES: usize = 4;
 
 const SEND_SCOPE: &str = "threads.SendMessage";
 
@@ -110,19 +116,34 @@ enum Outcome {
 }
 
 impl Writer {
+    /// Takes batches from `queue` while fewer than the backend's maximum
+    /// are in flight, until every sender of the queue is dropped.
     async fn run(self: Arc<Self>, mut queue: mpsc::Receiver<Pending>) {
+        let in_flight = Arc::new(Semaphore::new(match self.db.backend() {
+            Backend::Sqlite => 1,
+            Backend::Postgres => POSTGRES_BATCHES,
+        }));
         let mut batch = Vec::with_capacity(MAX_BATCH);
-        while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        loop {
+            let permit = Arc::clone(&in_flight)
+                .acquire_owned()
+                .await
+                .expect("the semaphore is never closed");
+            if queue.recv_many(&mut batch, MAX_BATCH).await == 0 {
+                return;
+            }
             let pending = std::mem::replace(&mut batch, Vec::with_capacity(MAX_BATCH));
             let sends = pending.len();
             let writer = Arc::clone(&self);
-            // Each batch runs in a task of its own, so that a panic fails
+            let store = tokio::spawn(async move { writer.store_and_reply(pending).await });
+            // The batch runs in a task of its own, so that a panic fails
             // only that batch's sends and the writer goes on.
-            if let Err(error) =
-                tokio::spawn(async move { writer.store_and_reply(pending).await }).await
-            {
-                tracing::error!(%error, sends, "The message writer failed on a batch");
-            }
+            tokio::spawn(async move {
+                if let Err(error) = store.await {
+                    tracing::error!(%error, sends, "The message writer failed on a batch");
+                }
+                drop(permit);
+            });
         }
     }
 
@@ -349,8 +370,6 @@ impl Writer {
                 recipients: &stored.recipients,
             })
             .collect();
-        store::insert_messages(connection, self.db.backend(), &new).await?;
-
         let advanced: BTreeSet<&str> = stored
             .iter()
             .map(|(_, stored)| stored.sent.message.thread_id.as_str())
@@ -369,7 +388,7 @@ impl Writer {
                 }
             })
             .collect();
-        store::advance_threads(connection, self.db.backend(), &counters).await?;
+        store::store_messages(connection, self.db.backend(), &new, &counters).await?;
 
         for (request, stored) in &stored {
             keys::record(

@@ -18,7 +18,7 @@ pub(crate) use messages::{
     ack, list_messages, list_pending_work, list_unacked, message_by_id, threads_referencing_file,
     unacked_counts,
 };
-pub(crate) use send::{NewMessage, ThreadCounters, advance_threads, insert_messages, lock_threads};
+pub(crate) use send::{NewMessage, ThreadCounters, lock_threads, store_messages};
 pub(crate) use statement::Statement;
 
 /// Lifecycle status of a thread. ARCHIVED and DEGRADED are terminal.

@@ -340,7 +340,62 @@ async fn failed_batch_stores_sends_alone(backend: Backend) {
     assert_eq!(again, one);
 }
 
+async fn large_batch_splits_statements(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    // 49 recipients and 100 messages: 4,900 unacked rows, more than one
+    // statement inserts, and on PostgreSQL more bind parameters than the
+    // single statement takes.
+    let users = Users::new(f.threads.db().clone());
+    let mut others = Vec::new();
+    for index in 0..49 {
+        others.push(user(&users, &format!("member{index}")).await);
+    }
+    let entries: Vec<crate::ParticipantEntry> = others
+        .iter()
+        .enumerate()
+        .map(|(index, other)| {
+            crate::ParticipantEntry::listed(
+                "participants",
+                index,
+                Some(crate::ParticipantRef::Id(
+                    other.identity_id().unwrap().to_string(),
+                )),
+            )
+        })
+        .collect();
+    let crowded = f
+        .threads
+        .create_thread(&f.alice, Some(&f.thread.organization_id), &entries, "")
+        .await
+        .unwrap();
+    let requests: Vec<SendRequest> = (0..100)
+        .map(|index| f.request(&f.alice, &crowded.id, &format!("message {index}"), ""))
+        .chain([f.request(&f.alice, &f.thread.id, "elsewhere", "")])
+        .collect();
+    let batch: Vec<&SendRequest> = requests.iter().collect();
+    let results = f.writer.store(&batch).await;
+    assert!(results.iter().all(Result::is_ok));
+
+    let messages = f.messages(&crowded.id).await;
+    assert_eq!(messages.len(), 100);
+    let numbers: Vec<i64> = messages.iter().map(|message| message.seq).collect();
+    assert_eq!(numbers, (1..=100).collect::<Vec<_>>());
+    let thread = f.threads.get_thread(&f.alice, &crowded.id).await.unwrap();
+    assert_eq!(thread.message_count, 100);
+    let other = f.threads.get_thread(&f.alice, &f.thread.id).await.unwrap();
+    assert_eq!(other.message_count, 1);
+    let rows: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM message_recipients WHERE thread_id = $1")
+            .bind(&crowded.id)
+            .fetch_one(f.threads.db().pool())
+            .await
+            .unwrap();
+    assert_eq!(rows, 4_900);
+    assert_eq!(f.events().len(), 4_901);
+}
+
 on_both_backends!(
+    large_batch_splits_statements,
     batch_numbers_sends_in_order,
     failed_sends_leave_batch_intact,
     failed_batch_stores_sends_alone,
