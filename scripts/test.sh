@@ -16,10 +16,20 @@ step() { printf '\n==> %s\n' "$*"; }
 
 export AGYN_TEST_POSTGRES_URL="${AGYN_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# One build from a clean checkout gains nothing from incremental state,
+# which would more than double the size of target/.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 # Black-box tests write their trace-level server logs here, and store this
 # canary as provider tokens and secret values; no log may contain it.
 export AGYN_TEST_LOG_DIR="${AGYN_TEST_LOG_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/agyn-test-logs.XXXXXX")}"
 export AGYN_TEST_CANARY="${AGYN_TEST_CANARY:-agyn-canary-7c1f0e9b4d2a}"
+
+step "Disk space"
+df -h . | tail -n 1
+free_kb=$(df -Pk . | awk 'NR == 2 { print $4 }')
+if [ "$free_kb" -lt $((25 * 1024 * 1024)) ]; then
+    echo "warning: under 25 GiB free here; the build and test data need about 20 GiB" >&2
+fi
 
 step "PostgreSQL"
 if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
