@@ -12,7 +12,7 @@
 #                       create databases [default: postgres://postgres@127.0.0.1:5432]
 #   BENCH_SECONDS       seconds per measured round or run [default: 10]
 #   BENCH_ROUNDS        rounds of the throughput benchmark [default: 3]
-#   BENCH_CONCURRENCY   SendMessage requests in flight [default: 128]
+#   BENCH_CONCURRENCY   SendMessage requests in flight [default: 512]
 #   BENCH_STREAMS       idle Subscribe streams [default: 10000]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,7 +21,7 @@ backends="${1:-all}"
 postgres="${BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432}"
 seconds="${BENCH_SECONDS:-10}"
 rounds="${BENCH_ROUNDS:-3}"
-concurrency="${BENCH_CONCURRENCY:-128}"
+concurrency="${BENCH_CONCURRENCY:-512}"
 streams="${BENCH_STREAMS:-10000}"
 # 32 streams per identity are allowed on one replica.
 identities=$(((streams + 31) / 32))

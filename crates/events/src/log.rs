@@ -1,12 +1,17 @@
 //! The replay log: `notification_log` and its room index.
 
 use agyn_core::{Error, Result};
-use agyn_store::Db;
 use agyn_store::sqlx::{self, Row as _, any::AnyRow};
+use agyn_store::{Backend, Db, Statement};
 
 use crate::{Envelope, GapReason, MAX_REPLAY, REPLAY_LOOKBACK, Replay};
 
-/// Appends `envelopes` in one transaction and returns their `seq`s, in
+/// Maximum rows in one multi-row INSERT. At seven bind parameters a row
+/// it stays below the limits of SQLite (32,766) and PostgreSQL (65,535).
+const MAX_ROWS_PER_INSERT: usize = 500;
+
+/// Appends `envelopes` in one transaction, with one INSERT per table for
+/// every [`MAX_ROWS_PER_INSERT`] rows, and returns their `seq`s, in
 /// order.
 pub async fn append(db: &Db, envelopes: &[Envelope]) -> Result<Vec<i64>> {
     if envelopes.is_empty() {
@@ -14,6 +19,14 @@ pub async fn append(db: &Db, envelopes: &[Envelope]) -> Result<Vec<i64>> {
     }
     let count = i64::try_from(envelopes.len()).expect("a batch fits in i64");
     let mut tx = db.begin_write().await?;
+    if db.backend() == Backend::Postgres {
+        // The log only serves resumes, and delivery waits for this commit.
+        // Without the flush a crash can lose the last envelopes; a resume
+        // from one of them then finds no cursor and reports a gap.
+        sqlx::query("SET LOCAL synchronous_commit = off")
+            .execute(&mut *tx)
+            .await?;
+    }
 
     // Reserve `count` seqs. The row stays locked until commit, so the
     // next batch waits and takes higher seqs.
@@ -26,31 +39,51 @@ pub async fn append(db: &Db, envelopes: &[Envelope]) -> Result<Vec<i64>> {
     .await?
     .try_get(0)?;
 
-    let mut seqs = Vec::with_capacity(envelopes.len());
-    for (envelope, seq) in envelopes.iter().zip(last - count + 1..) {
-        let rooms = serde_json::to_string(&envelope.rooms).expect("room names encode as JSON");
-        let payload = serde_json::to_string(&envelope.payload).expect("a JSON map encodes");
-        sqlx::query(
-            "INSERT INTO notification_log (seq, id, ts, source, event, rooms, payload) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(seq)
-        .bind(&envelope.id)
-        .bind(envelope.ts)
-        .bind(&envelope.source)
-        .bind(&envelope.event)
-        .bind(rooms)
-        .bind(payload)
-        .execute(&mut *tx)
-        .await?;
-        for room in &envelope.rooms {
-            sqlx::query("INSERT INTO notification_log_rooms (room, seq) VALUES ($1, $2)")
-                .bind(room)
-                .bind(seq)
-                .execute(&mut *tx)
-                .await?;
+    let seqs: Vec<i64> = (last - count + 1..=last).collect();
+    let numbered: Vec<(&Envelope, i64)> = envelopes.iter().zip(seqs.iter().copied()).collect();
+    for chunk in numbered.chunks(MAX_ROWS_PER_INSERT) {
+        let mut statement = Statement::for_each_once(
+            "INSERT INTO notification_log (seq, id, ts, source, event, rooms, payload) VALUES ",
+            db.backend(),
+        );
+        for (index, (envelope, seq)) in chunk.iter().enumerate() {
+            let rooms = serde_json::to_string(&envelope.rooms).expect("room names encode as JSON");
+            let payload = serde_json::to_string(&envelope.payload).expect("a JSON map encodes");
+            let row = format!(
+                "{}({}, {}, {}, {}, {}, {}, {})",
+                if index == 0 { "" } else { ", " },
+                statement.integer(*seq),
+                statement.text(&envelope.id),
+                statement.integer(envelope.ts),
+                statement.text(&envelope.source),
+                statement.text(&envelope.event),
+                statement.text(&rooms),
+                statement.text(&payload),
+            );
+            statement.push(&row);
         }
-        seqs.push(seq);
+        statement.query().execute(&mut *tx).await?;
+    }
+
+    let room_rows: Vec<(&str, i64)> = numbered
+        .iter()
+        .flat_map(|(envelope, seq)| envelope.rooms.iter().map(|room| (room.as_str(), *seq)))
+        .collect();
+    for chunk in room_rows.chunks(MAX_ROWS_PER_INSERT) {
+        let mut statement = Statement::for_each_once(
+            "INSERT INTO notification_log_rooms (room, seq) VALUES ",
+            db.backend(),
+        );
+        for (index, (room, seq)) in chunk.iter().enumerate() {
+            let row = format!(
+                "{}({}, {})",
+                if index == 0 { "" } else { ", " },
+                statement.text(room),
+                statement.integer(*seq),
+            );
+            statement.push(&row);
+        }
+        statement.query().execute(&mut *tx).await?;
     }
 
     tx.commit().await?;

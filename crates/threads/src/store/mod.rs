@@ -4,7 +4,6 @@
 pub(crate) mod cleanup;
 mod messages;
 mod send;
-mod statement;
 
 use std::collections::HashMap;
 
@@ -13,13 +12,13 @@ use agyn_core::{IdentityKind, Result};
 use agyn_store::Backend;
 use agyn_store::sqlx::{self, AnyConnection, Row, any::AnyRow};
 
+pub(crate) use agyn_store::Statement;
 pub use messages::{MessageRecord, PendingWork};
 pub(crate) use messages::{
     ack, list_messages, list_pending_work, list_unacked, message_by_id, threads_referencing_file,
     unacked_counts,
 };
 pub(crate) use send::{NewMessage, ThreadCounters, lock_threads, store_messages};
-pub(crate) use statement::Statement;
 
 /// Lifecycle status of a thread. ARCHIVED and DEGRADED are terminal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

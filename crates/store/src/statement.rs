@@ -1,15 +1,16 @@
 //! A SQL statement assembled from fragments, numbering its `$N`
 //! placeholders as arguments are added.
 
-use agyn_store::Backend;
-use agyn_store::sqlx::{self, Any, any::AnyArguments, query::Query};
+use crate::Backend;
+use sqlx::{Any, any::AnyArguments, query::Query};
 
 enum Argument {
     Text(String),
     Integer(i64),
 }
 
-pub(crate) struct Statement {
+/// SQL text and the arguments of its placeholders, in order.
+pub struct Statement {
     sql: String,
     arguments: Vec<Argument>,
     /// Placeholders are `?`, bound in order, instead of `$N`.
@@ -17,7 +18,7 @@ pub(crate) struct Statement {
 }
 
 impl Statement {
-    pub(crate) fn new(sql: &str) -> Self {
+    pub fn new(sql: &str) -> Self {
         Self {
             sql: sql.to_string(),
             arguments: Vec::new(),
@@ -30,25 +31,25 @@ impl Statement {
     /// because binding a named parameter such as `$N` looks its name up in
     /// a list of all the statement's names, which makes a statement with
     /// thousands of parameters slow to bind.
-    pub(crate) fn for_each_once(sql: &str, backend: Backend) -> Self {
+    pub fn for_each_once(sql: &str, backend: Backend) -> Self {
         Self {
             anonymous: backend == Backend::Sqlite,
             ..Self::new(sql)
         }
     }
 
-    pub(crate) fn push(&mut self, fragment: &str) {
+    pub fn push(&mut self, fragment: &str) {
         self.sql.push_str(fragment);
     }
 
     /// Adds a text argument and returns its placeholder.
-    pub(crate) fn text(&mut self, value: &str) -> String {
+    pub fn text(&mut self, value: &str) -> String {
         self.arguments.push(Argument::Text(value.to_string()));
         self.placeholder()
     }
 
     /// Adds an integer argument and returns its placeholder.
-    pub(crate) fn integer(&mut self, value: i64) -> String {
+    pub fn integer(&mut self, value: i64) -> String {
         self.arguments.push(Argument::Integer(value));
         self.placeholder()
     }
@@ -63,7 +64,7 @@ impl Statement {
 
     /// Adds one text argument per value and returns their placeholders
     /// separated by commas, for `IN (...)`.
-    pub(crate) fn texts(&mut self, values: &[String]) -> String {
+    pub fn texts(&mut self, values: &[String]) -> String {
         values
             .iter()
             .map(|value| self.text(value))
@@ -71,7 +72,7 @@ impl Statement {
             .join(", ")
     }
 
-    pub(crate) fn query(&self) -> Query<'_, Any, AnyArguments<'_>> {
+    pub fn query(&self) -> Query<'_, Any, AnyArguments<'_>> {
         let mut query = sqlx::query(&self.sql);
         for argument in &self.arguments {
             query = match argument {
