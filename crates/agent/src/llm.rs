@@ -22,8 +22,9 @@ pub enum LlmError {
     /// The input is too long for the model: the turn drops history.
     #[error("the conversation is too long for the model: {0}")]
     ContextOverflow(String),
-    /// A rate limit, a server error or a network failure: the turn
-    /// retries after a pause.
+    /// A rate limit, a server error other than
+    /// [`PERMANENT_SERVER_ERRORS`], or a network failure: the turn retries
+    /// after a pause.
     #[error("{0}")]
     Retryable(String),
     /// Any other rejection, which a retry would not change.
@@ -141,6 +142,11 @@ impl LlmClient {
     }
 }
 
+/// Server errors that a retry of the same request cannot fix: 501 Not
+/// Implemented, 505 HTTP Version Not Supported, and 508 Loop Detected,
+/// which the LLM proxy returns for a provider that points back at it.
+const PERMANENT_SERVER_ERRORS: [u16; 3] = [501, 505, 508];
+
 /// Classifies a non-2xx response by its status and its OpenAI-shape body
 /// `{"error": {"message", "type", "code"}}`.
 fn http_error(status: u16, body: &str) -> LlmError {
@@ -158,7 +164,7 @@ fn http_error(status: u16, body: &str) -> LlmError {
     let reason = format!("the model service returned HTTP {status}: {message}");
     if code == CONTEXT_LENGTH_EXCEEDED {
         LlmError::ContextOverflow(message)
-    } else if status == 429 || status >= 500 {
+    } else if status == 429 || (status >= 500 && !PERMANENT_SERVER_ERRORS.contains(&status)) {
         LlmError::Retryable(reason)
     } else {
         LlmError::Fatal(reason)
@@ -464,6 +470,8 @@ mod tests {
         assert!(matches!(http_error(503, "{}"), LlmError::Retryable(_)));
         assert!(matches!(http_error(429, "{}"), LlmError::Retryable(_)));
         assert!(matches!(http_error(404, "{}"), LlmError::Fatal(_)));
+        assert!(matches!(http_error(508, "{}"), LlmError::Fatal(_)));
+        assert!(matches!(http_error(501, "{}"), LlmError::Fatal(_)));
         let body = r#"{"error":{"message":"too many tokens","code":"context_length_exceeded"}}"#;
         assert_eq!(
             http_error(400, body),

@@ -6,8 +6,8 @@
 //! The agent's model is deleted after the agent was created, which the
 //! orchestrator records as a FAILED `CONFIG_INVALID` workload without
 //! calling a runner, so the servers run without their built-in runner.
-//! Without a runner no agent ever replies, so Ctrl-C is the only way out
-//! of a long wait.
+//! Without a runner no agent ever replies, so Ctrl-C, the timeout or a
+//! stopped gateway ends the wait.
 
 mod support;
 
@@ -257,6 +257,47 @@ async fn send_wait_ctrl_c_exits_130() {
         stderr.contains(&format!("`agyn messages {conversation_id}`")),
         "stderr: {stderr}"
     );
+
+    drop(server);
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn send_wait_names_unreachable_gateway() {
+    let root = scratch_root();
+    let mut server = Server::start_with(&["--runner-builtin", "false"].map(String::from));
+    let client = Client { root: root.clone() };
+    let (_, conversation_id) = set_up_conversation(&client, &server, &root);
+
+    let waiting = client
+        .command(&[
+            "send",
+            &conversation_id,
+            "hello",
+            "--wait",
+            "--timeout",
+            "8s",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_message(&server, &conversation_id, "hello").await;
+    let base_url = server.base_url();
+    server.stop();
+
+    let output = tokio::task::spawn_blocking(move || waiting.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(output.status.code(), Some(1), "stderr: {stderr}");
+    assert!(stderr.contains("timed out after 8s"), "stderr: {stderr}");
+    assert!(
+        stderr.contains(&format!("the gateway at {base_url} has been unreachable")),
+        "stderr: {stderr}"
+    );
+    assert!(stderr.contains("was sent"), "stderr: {stderr}");
 
     drop(server);
     let _ = std::fs::remove_dir_all(&root);

@@ -5,9 +5,11 @@
 //! for every message sent to the caller, waits for `ready`, and only then
 //! lets the message be sent. After a gap notice or a dropped stream it
 //! reconnects with the last envelope id and re-reads the thread, so a
-//! reply published while the stream was down is still found.
+//! reply published while the stream was down is still found. A wait that
+//! times out while the gateway is unreachable says so and names it.
 
 use std::io::{IsTerminal as _, Write as _};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use agyn_client::notifications::__buffa::oneof::subscribe_response::Kind;
@@ -44,6 +46,18 @@ type Events = ServerStream<
     SubscribeResponseView<'static>,
 >;
 
+/// A period in which the notification stream is down: its start and the
+/// error of the latest failed reconnect.
+#[derive(Clone)]
+struct Outage {
+    since: Instant,
+    error: String,
+}
+
+/// The outage of a [`ReplyWatch`], shared with the progress line and the
+/// timeout message of its wait.
+type SharedOutage = Arc<Mutex<Option<Outage>>>;
+
 /// An open subscription that waits for replies in one thread.
 pub struct ReplyWatch {
     /// A client without the default deadline, which would end the stream.
@@ -52,6 +66,8 @@ pub struct ReplyWatch {
     caller_id: String,
     events: Events,
     last_event_id: Option<String>,
+    /// Set while the stream is down and cleared when it is open again.
+    outage: SharedOutage,
     /// SIGINT (Ctrl-C), caught from the end of `open`, so that the wait
     /// can clear the progress line and report that the message was sent.
     /// `wait` takes it, and [`ReplyWatch::interrupted`] waits on it until
@@ -84,6 +100,7 @@ impl ReplyWatch {
             caller_id,
             events,
             last_event_id: None,
+            outage: SharedOutage::default(),
             interrupt: Some(interrupt),
         })
     }
@@ -102,9 +119,14 @@ impl ReplyWatch {
     /// is a terminal.
     pub async fn wait(mut self, sent_id: &str, timeout: Duration) -> Result<Message> {
         let started = Instant::now();
-        let mut progress = std::io::stderr()
-            .is_terminal()
-            .then(|| Progress::new(self.gateway.clone(), self.thread_id.clone()));
+        let outage = Arc::clone(&self.outage);
+        let mut progress = std::io::stderr().is_terminal().then(|| {
+            Progress::new(
+                self.gateway.clone(),
+                self.thread_id.clone(),
+                Arc::clone(&outage),
+            )
+        });
         let gateway = self.gateway.clone();
         let thread_id = self.thread_id.clone();
         let mut interrupt = self.interrupt.take();
@@ -122,13 +144,10 @@ impl ReplyWatch {
                 tokio::select! {
                     outcome = &mut reply => break Waited::Reply(Box::new(outcome)),
                     () = &mut deadline => {
-                        break Waited::Reply(Box::new(Err(CliError::failed(format!(
-                            "timed out after {} waiting for a reply in conversation {thread_id}. \
-                             The message {sent_id} was sent, and \
-                             `agyn workloads list --conversation {thread_id}` shows whether an \
-                             agent is working on it",
-                            humantime::format_duration(timeout)
-                        )))));
+                        let down = current_outage(&outage);
+                        break Waited::Reply(Box::new(Err(timed_out(
+                            &gateway, &thread_id, sent_id, timeout, down,
+                        ))));
                     }
                     () = interrupted(&mut interrupt) => {
                         break Waited::Reply(Box::new(Err(CliError::Interrupted(format!(
@@ -187,6 +206,7 @@ impl ReplyWatch {
                 if !is_retryable(&error) {
                     return Err(error.into());
                 }
+                self.record_outage(&CliError::from(error));
                 self.reconnect().await?;
             }
             if let Some(reply) = self.find_reply(sent_id).await? {
@@ -220,17 +240,30 @@ impl ReplyWatch {
             match subscribe(&self.gateway, self.last_event_id.clone()).await {
                 Ok((events, _)) => {
                     self.events = events;
+                    *self.outage.lock().expect("the outage lock is not poisoned") = None;
                     return Ok(());
                 }
-                Err(CliError::Gateway { code, .. })
+                Err(error @ CliError::Gateway { code, .. })
                     if code == ErrorCode::Unavailable.as_str()
                         || code == ErrorCode::ResourceExhausted.as_str() =>
                 {
+                    self.record_outage(&error);
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
                 Err(error) => return Err(error),
             }
         }
+    }
+
+    /// Records `error` as the latest of the current outage, which starts
+    /// now unless one is already recorded.
+    fn record_outage(&self, error: &CliError) {
+        let mut outage = self.outage.lock().expect("the outage lock is not poisoned");
+        let since = outage.as_ref().map_or_else(Instant::now, |down| down.since);
+        *outage = Some(Outage {
+            since,
+            error: error.to_string(),
+        });
     }
 
     /// Returns the oldest message after `sent_id` from another participant,
@@ -266,6 +299,43 @@ impl ReplyWatch {
             }
             page_token = page.next_page_token;
         }
+    }
+}
+
+/// Returns a copy of the outage recorded now, if any.
+fn current_outage(outage: &SharedOutage) -> Option<Outage> {
+    outage
+        .lock()
+        .expect("the outage lock is not poisoned")
+        .clone()
+}
+
+/// Returns the error of a wait that reached its timeout, naming the
+/// gateway when the notification stream was down at that moment.
+fn timed_out(
+    gateway: &Gateway,
+    thread_id: &str,
+    sent_id: &str,
+    timeout: Duration,
+    outage: Option<Outage>,
+) -> CliError {
+    let timeout = humantime::format_duration(timeout);
+    match outage {
+        Some(down) => CliError::failed(format!(
+            "timed out after {timeout} waiting for a reply in conversation {thread_id}, \
+             because the gateway at {} has been unreachable for the last {}s ({}). \
+             The message {sent_id} was sent, and `agyn messages {thread_id}` shows the \
+             reply once the gateway is running again",
+            gateway.url(),
+            down.since.elapsed().as_secs(),
+            down.error
+        )),
+        None => CliError::failed(format!(
+            "timed out after {timeout} waiting for a reply in conversation {thread_id}. \
+             The message {sent_id} was sent, and \
+             `agyn workloads list --conversation {thread_id}` shows whether an \
+             agent is working on it"
+        )),
     }
 }
 
@@ -360,21 +430,34 @@ fn is_retryable(error: &ConnectError) -> bool {
 struct Progress {
     gateway: Gateway,
     thread_id: String,
+    outage: SharedOutage,
     workload_status: Option<String>,
     polled_at: Option<Instant>,
 }
 
 impl Progress {
-    fn new(gateway: Gateway, thread_id: String) -> Self {
+    fn new(gateway: Gateway, thread_id: String, outage: SharedOutage) -> Self {
         Self {
             gateway,
             thread_id,
+            outage,
             workload_status: None,
             polled_at: None,
         }
     }
 
     async fn show(&mut self, elapsed: Duration) {
+        if let Some(down) = current_outage(&self.outage) {
+            let mut stderr = std::io::stderr().lock();
+            let _ = write!(
+                stderr,
+                "\r\x1b[2KWaiting for a reply: {}s, gateway unreachable for {}s, reconnecting",
+                elapsed.as_secs(),
+                down.since.elapsed().as_secs()
+            );
+            let _ = stderr.flush();
+            return;
+        }
         if self
             .polled_at
             .is_none_or(|polled| polled.elapsed() >= WORKLOAD_POLL_INTERVAL)
