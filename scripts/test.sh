@@ -14,6 +14,15 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# Tests keep their SQLite files, data directories and logs under the
+# system temp directory, and leave them for inspection. This run gives
+# them a directory of their own and removes it at the end, so that
+# repeated runs do not fill the disk.
+system_tmp="${TMPDIR:-/tmp}"
+test_tmp=$(mktemp -d "$system_tmp/agyn-test.XXXXXX")
+trap 'rm -rf "$test_tmp"' EXIT
+export TMPDIR="$test_tmp"
+
 export AGYN_TEST_POSTGRES_URL="${AGYN_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 # One build from a clean checkout gains nothing from incremental state,
@@ -47,7 +56,7 @@ step "Redis"
 if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
     if command -v redis-server >/dev/null; then
         redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
-            --dir "${TMPDIR:-/tmp}" --logfile "${TMPDIR:-/tmp}/agyn-test-redis.log"
+            --dir "$system_tmp" --logfile "$system_tmp/agyn-test-redis.log"
     fi
     for _ in $(seq 1 30); do
         redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break
