@@ -594,7 +594,11 @@ async fn slow_subscriber_is_dropped(backend: Backend) {
                 serde_json::Map::from_iter([("filler".to_string(), json!(filler))]),
             )
         });
-        for result in futures::future::join_all(batch).await {
+        let results =
+            tokio::time::timeout(Duration::from_secs(30), futures::future::join_all(batch))
+                .await
+                .unwrap_or_else(|_| panic!("100 publishes after {published} took over 30 s"));
+        for result in results {
             result.unwrap();
         }
         published += 100;
