@@ -25,8 +25,8 @@ export TMPDIR="$test_tmp"
 
 export AGYN_TEST_POSTGRES_URL="${AGYN_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
-# One build from a clean checkout gains nothing from incremental state,
-# which would more than double the size of target/.
+# A single build from a clean checkout gains nothing from incremental
+# state, which would only add to the size of target/.
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 # Black-box tests write their trace-level server logs here, and store this
 # canary as provider tokens and secret values; no log may contain it.
