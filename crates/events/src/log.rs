@@ -46,22 +46,22 @@ pub async fn append(db: &Db, envelopes: &[Envelope]) -> Result<Vec<i64>> {
             "INSERT INTO notification_log (seq, id, ts, source, event, rooms, payload) VALUES ",
             db.backend(),
         );
-        for (index, (envelope, seq)) in chunk.iter().enumerate() {
+        let mut rows = Vec::with_capacity(chunk.len());
+        for (envelope, seq) in chunk {
             let rooms = serde_json::to_string(&envelope.rooms).expect("room names encode as JSON");
             let payload = serde_json::to_string(&envelope.payload).expect("a JSON map encodes");
-            let row = format!(
-                "{}({}, {}, {}, {}, {}, {}, {})",
-                if index == 0 { "" } else { ", " },
-                statement.integer(*seq),
-                statement.text(&envelope.id),
-                statement.integer(envelope.ts),
-                statement.text(&envelope.source),
-                statement.text(&envelope.event),
-                statement.text(&rooms),
-                statement.text(&payload),
-            );
-            statement.push(&row);
+            let seq = statement.integer(*seq);
+            let id = statement.text(&envelope.id);
+            let ts = statement.integer(envelope.ts);
+            let source = statement.text(&envelope.source);
+            let event = statement.text(&envelope.event);
+            let rooms = statement.text(&rooms);
+            let payload = statement.text(&payload);
+            rows.push(format!(
+                "({seq}, {id}, {ts}, {source}, {event}, {rooms}, {payload})"
+            ));
         }
+        statement.push(&rows.join(", "));
         statement.query().execute(&mut *tx).await?;
     }
 
@@ -74,15 +74,13 @@ pub async fn append(db: &Db, envelopes: &[Envelope]) -> Result<Vec<i64>> {
             "INSERT INTO notification_log_rooms (room, seq) VALUES ",
             db.backend(),
         );
-        for (index, (room, seq)) in chunk.iter().enumerate() {
-            let row = format!(
-                "{}({}, {})",
-                if index == 0 { "" } else { ", " },
-                statement.text(room),
-                statement.integer(*seq),
-            );
-            statement.push(&row);
+        let mut rows = Vec::with_capacity(chunk.len());
+        for (room, seq) in chunk {
+            let room = statement.text(room);
+            let seq = statement.integer(*seq);
+            rows.push(format!("({room}, {seq})"));
         }
+        statement.push(&rows.join(", "));
         statement.query().execute(&mut *tx).await?;
     }
 
