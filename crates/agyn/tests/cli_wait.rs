@@ -45,6 +45,23 @@ impl Client {
         self.command(args).output().expect("run agyn")
     }
 
+    /// Starts `agyn send <conversation> hello --wait --timeout <timeout>`
+    /// with its output captured.
+    fn spawn_send_wait(&self, conversation_id: &str, timeout: &str) -> std::process::Child {
+        self.command(&[
+            "send",
+            conversation_id,
+            "hello",
+            "--wait",
+            "--timeout",
+            timeout,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+    }
+
     /// Runs a command with `--json` that must succeed, and returns its
     /// output.
     fn json(&self, args: &[&str]) -> Value {
@@ -223,19 +240,7 @@ async fn send_wait_ctrl_c_exits_130() {
     let client = Client { root: root.clone() };
     let (_, conversation_id) = set_up_conversation(&client, &server, &root);
 
-    let waiting = client
-        .command(&[
-            "send",
-            &conversation_id,
-            "hello",
-            "--wait",
-            "--timeout",
-            "90s",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let waiting = client.spawn_send_wait(&conversation_id, "90s");
     // The handler is installed before the message is sent, so once the
     // message is stored SIGINT reaches it.
     wait_for_message(&server, &conversation_id, "hello").await;
@@ -269,19 +274,7 @@ async fn send_wait_names_unreachable_gateway() {
     let client = Client { root: root.clone() };
     let (_, conversation_id) = set_up_conversation(&client, &server, &root);
 
-    let waiting = client
-        .command(&[
-            "send",
-            &conversation_id,
-            "hello",
-            "--wait",
-            "--timeout",
-            "8s",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let waiting = client.spawn_send_wait(&conversation_id, "8s");
     wait_for_message(&server, &conversation_id, "hello").await;
     let base_url = server.base_url();
     server.stop();

@@ -447,27 +447,12 @@ impl Progress {
     }
 
     async fn show(&mut self, elapsed: Duration) {
-        if let Some(down) = current_outage(&self.outage) {
-            let mut stderr = std::io::stderr().lock();
-            let _ = write!(
-                stderr,
-                "\r\x1b[2KWaiting for a reply: {}s, gateway unreachable for {}s, reconnecting",
-                elapsed.as_secs(),
+        let status = match current_outage(&self.outage) {
+            Some(down) => format!(
+                ", gateway unreachable for {}s, reconnecting",
                 down.since.elapsed().as_secs()
-            );
-            let _ = stderr.flush();
-            return;
-        }
-        if self
-            .polled_at
-            .is_none_or(|polled| polled.elapsed() >= WORKLOAD_POLL_INTERVAL)
-        {
-            self.polled_at = Some(Instant::now());
-            self.workload_status = self.newest_workload_status().await;
-        }
-        let status = match &self.workload_status {
-            Some(status) => format!(", workload {status}"),
-            None => String::new(),
+            ),
+            None => self.workload_suffix().await,
         };
         let mut stderr = std::io::stderr().lock();
         let _ = write!(
@@ -476,6 +461,23 @@ impl Progress {
             elapsed.as_secs()
         );
         let _ = stderr.flush();
+    }
+
+    /// Returns `, workload <status>` for the thread's newest workload, or an
+    /// empty string without one. The status is polled at most every
+    /// [`WORKLOAD_POLL_INTERVAL`].
+    async fn workload_suffix(&mut self) -> String {
+        if self
+            .polled_at
+            .is_none_or(|polled| polled.elapsed() >= WORKLOAD_POLL_INTERVAL)
+        {
+            self.polled_at = Some(Instant::now());
+            self.workload_status = self.newest_workload_status().await;
+        }
+        match &self.workload_status {
+            Some(status) => format!(", workload {status}"),
+            None => String::new(),
+        }
     }
 
     /// Returns the status of the thread's newest workload, or `None` when
