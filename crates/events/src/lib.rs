@@ -21,7 +21,8 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use agyn_core::{Error, Result};
-use agyn_store::Db;
+use agyn_store::sqlx::{self, AnyConnection};
+use agyn_store::{Backend, Db};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -204,6 +205,7 @@ impl Events {
             replica_id: config.replica_id.clone(),
             to_redis,
             jobs,
+            log_connection: None,
         }));
         tokio::spawn(prune_loop(
             db.clone(),
@@ -433,6 +435,49 @@ struct Worker {
     replica_id: String,
     to_redis: Option<mpsc::Sender<String>>,
     jobs: mpsc::Receiver<Job>,
+    /// On PostgreSQL, the connection that appends to the replay log, once
+    /// opened.
+    log_connection: Option<AnyConnection>,
+}
+
+impl Worker {
+    /// Appends `envelopes` to the replay log and returns their `seq`s.
+    /// On PostgreSQL a failed append is tried once more on a new
+    /// connection, so that a dropped connection loses no envelope. When
+    /// the first try did commit, the second fails on the envelopes'
+    /// unique ids and logs nothing twice.
+    async fn log(&mut self, envelopes: &[Envelope]) -> Result<Vec<i64>> {
+        if self.db.backend() == Backend::Sqlite {
+            return log::append_sqlite(&self.db, envelopes).await;
+        }
+        match self.append_postgres(envelopes).await {
+            Ok(seqs) => Ok(seqs),
+            Err(error) => {
+                tracing::warn!(%error, "Failed to log events; trying again on a new connection");
+                self.append_postgres(envelopes).await
+            }
+        }
+    }
+
+    async fn append_postgres(&mut self, envelopes: &[Envelope]) -> Result<Vec<i64>> {
+        let connection = match &mut self.log_connection {
+            Some(connection) => connection,
+            None => {
+                // A connection of its own, because its session setting must
+                // not reach the pool's other users.
+                let mut connection = self.db.pool().acquire().await?.detach();
+                sqlx::query(log::LOG_CONNECTION_SETUP)
+                    .execute(&mut connection)
+                    .await?;
+                self.log_connection.insert(connection)
+            }
+        };
+        let result = log::append_postgres(connection, envelopes).await;
+        if result.is_err() {
+            self.log_connection = None;
+        }
+        result
+    }
 }
 
 /// Runs the worker until every [`Events`] clone is dropped.
@@ -441,7 +486,7 @@ async fn run_worker(mut worker: Worker) {
     let mut redis_drops = 0u64;
     while worker.jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let envelopes: Vec<Envelope> = batch.iter().map(|job| job.envelope.clone()).collect();
-        let seqs = match log::append(&worker.db, &envelopes).await {
+        let seqs = match worker.log(&envelopes).await {
             Ok(seqs) => seqs.into_iter().map(Some).collect(),
             Err(error) => {
                 tracing::error!(

@@ -1,8 +1,8 @@
 //! The replay log: `notification_log` and its room index.
 
 use agyn_core::{Error, Result};
-use agyn_store::sqlx::{self, Row as _, any::AnyRow};
-use agyn_store::{Backend, Db, Statement};
+use agyn_store::sqlx::{self, AnyConnection, Row as _, any::AnyRow};
+use agyn_store::{Db, Statement};
 
 use crate::{Envelope, GapReason, MAX_REPLAY, REPLAY_LOOKBACK, Replay};
 
@@ -10,23 +10,15 @@ use crate::{Envelope, GapReason, MAX_REPLAY, REPLAY_LOOKBACK, Replay};
 /// it stays below the limits of SQLite (32,766) and PostgreSQL (65,535).
 const MAX_ROWS_PER_INSERT: usize = 500;
 
-/// Appends `envelopes` in one transaction, with one INSERT per table for
-/// every [`MAX_ROWS_PER_INSERT`] rows, and returns their `seq`s, in
-/// order.
-pub async fn append(db: &Db, envelopes: &[Envelope]) -> Result<Vec<i64>> {
+/// Appends `envelopes` on SQLite, in one transaction with one INSERT per
+/// table for every [`MAX_ROWS_PER_INSERT`] rows, and returns their
+/// `seq`s, in order. PostgreSQL has [`append_postgres`].
+pub async fn append_sqlite(db: &Db, envelopes: &[Envelope]) -> Result<Vec<i64>> {
     if envelopes.is_empty() {
         return Ok(Vec::new());
     }
     let count = i64::try_from(envelopes.len()).expect("a batch fits in i64");
     let mut tx = db.begin_write().await?;
-    if db.backend() == Backend::Postgres {
-        // The log only serves resumes, and delivery waits for this commit.
-        // Without the flush a crash can lose the last envelopes; a resume
-        // from one of them then finds no cursor and reports a gap.
-        sqlx::query("SET LOCAL synchronous_commit = off")
-            .execute(&mut *tx)
-            .await?;
-    }
 
     // Reserve `count` seqs. The row stays locked until commit, so the
     // next batch waits and takes higher seqs.
@@ -87,6 +79,82 @@ pub async fn append(db: &Db, envelopes: &[Envelope]) -> Result<Vec<i64>> {
     tx.commit().await?;
     Ok(seqs)
 }
+
+/// Appends `envelopes` on PostgreSQL with one statement and returns their
+/// `seq`s, in order.
+///
+/// The batch travels as one JSON argument, so the SQL text never changes:
+/// the server plans it once per connection, and each batch costs one
+/// round trip whatever its size. The statement is its own transaction.
+/// It reserves the seqs by updating the counter row, which stays locked
+/// until the statement commits, so concurrent batches, also from other
+/// replicas, commit in `seq` order. `connection` should have
+/// `synchronous_commit` off (see [`LOG_CONNECTION_SETUP`]).
+pub async fn append_postgres(
+    connection: &mut AnyConnection,
+    envelopes: &[Envelope],
+) -> Result<Vec<i64>> {
+    if envelopes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let count = i64::try_from(envelopes.len()).expect("a batch fits in i64");
+    let rows: Vec<serde_json::Value> = envelopes
+        .iter()
+        .enumerate()
+        .map(|(index, envelope)| {
+            serde_json::json!({
+                "ord": index + 1,
+                "id": envelope.id,
+                "ts": envelope.ts,
+                "source": envelope.source,
+                "event": envelope.event,
+                // Stored as the same JSON text as on SQLite, not in the
+                // normalized form of a jsonb value.
+                "rooms": serde_json::to_string(&envelope.rooms).expect("room names encode as JSON"),
+                "payload": serde_json::to_string(&envelope.payload).expect("a JSON map encodes"),
+            })
+        })
+        .collect();
+    let batch = serde_json::to_string(&rows).expect("a JSON array encodes");
+    let first: i64 = sqlx::query(APPEND_POSTGRES)
+        .bind(count)
+        .bind(batch)
+        .fetch_one(connection)
+        .await?
+        .try_get(0)?;
+    Ok((first..first + count).collect())
+}
+
+/// Session setting of the connection that [`append_postgres`] uses. The
+/// log only serves resumes, and delivery waits for its commit, so that
+/// commit does not wait for the write-ahead log to reach the disk. A crash can then
+/// lose the last envelopes; a resume from one of them finds no cursor and
+/// reports a gap.
+pub const LOG_CONNECTION_SETUP: &str = "SET synchronous_commit = off";
+
+/// Statement of [`append_postgres`]. `$1` is the number of envelopes, and
+/// `$2` a JSON array of them, numbered from 1 by `ord`. Returns the first reserved seq. Foreign keys are
+/// checked at the end of the statement, so the room rows may refer to log
+/// rows inserted beside them.
+const APPEND_POSTGRES: &str = "\
+WITH reserved AS (
+    UPDATE notification_sequence SET last_value = last_value + $1
+    WHERE name = 'notification_log'
+    RETURNING last_value - $1 AS base
+), batch AS (
+    SELECT * FROM jsonb_to_recordset($2::text::jsonb)
+        AS b(ord BIGINT, id TEXT, ts BIGINT, source TEXT, event TEXT, rooms TEXT, payload TEXT)
+), logged AS (
+    INSERT INTO notification_log (seq, id, ts, source, event, rooms, payload)
+    SELECT reserved.base + batch.ord, batch.id, batch.ts, batch.source, batch.event,
+           batch.rooms, batch.payload
+    FROM reserved, batch
+), indexed AS (
+    INSERT INTO notification_log_rooms (room, seq)
+    SELECT room, reserved.base + batch.ord
+    FROM reserved, batch, jsonb_array_elements_text(batch.rooms::jsonb) AS room
+)
+SELECT base + 1 FROM reserved";
 
 /// Reads what a stream of `rooms` resuming after envelope `cursor_id`
 /// missed. See [`crate::Events::replay`].

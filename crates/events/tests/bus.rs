@@ -7,6 +7,7 @@ use agyn_events::{
     Delivery, EndReason, Envelope, Events, EventsConfig, GapReason, MAX_REPLAY, Replay,
     Subscription,
 };
+use agyn_store::sqlx;
 use agyn_store::{Backend, on_both_backends};
 use serde_json::json;
 
@@ -398,6 +399,61 @@ async fn dropped_events_are_reported(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(replay, Replay::Gap(GapReason::EventsDropped));
+}
+
+/// On PostgreSQL the log has a connection of its own. When the server
+/// closes it, the batch being logged is logged again on a new one, so a
+/// resume still finds every envelope.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_log_survives_a_closed_connection() {
+    let db = agyn_store::testing::fresh(Backend::Postgres).await;
+    let events = start(db.clone());
+    let mine = room("identity");
+    let cursor = publish(&events, &[&mine], 0).await;
+
+    let pids: Vec<i32> = sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    assert!(!pids.is_empty(), "the log's connection is open");
+    let pids = pids
+        .iter()
+        .map(i32::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    sqlx::query(&format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid IN ({pids})"
+    ))
+    .execute(db.pool())
+    .await
+    .unwrap();
+    // A closed session leaves pg_stat_activity shortly after the signal.
+    let mut open = i64::MAX;
+    for _ in 0..100 {
+        open = sqlx::query_scalar(&format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid IN ({pids})"
+        ))
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+        if open == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(open, 0, "the sessions were closed");
+
+    let after = publish(&events, &[&mine], 1).await;
+    let replayed = resumed(
+        events
+            .replay(std::slice::from_ref(&mine), &cursor.id)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(replayed, vec![after]);
 }
 
 on_both_backends!(
