@@ -415,6 +415,17 @@ fn main_flow_against_serve() {
         listed.stdout
     );
     assert!(listed.stdout.contains("@helper"), "{}", listed.stdout);
+    let row = listed
+        .stdout
+        .lines()
+        .find(|line| line.starts_with(&conversation_id))
+        .unwrap_or_else(|| panic!("no row for {conversation_id}: {}", listed.stdout));
+    let cells: Vec<&str> = row
+        .split("  ")
+        .map(str::trim)
+        .filter(|cell| !cell.is_empty())
+        .collect();
+    assert_eq!(cells[1..4], ["@helper", "open", "0"], "{}", listed.stdout);
 
     let sent = client.ok(&["send", &conversation_id, "hello there"]);
     assert!(sent.stdout.contains(&conversation_id), "{}", sent.stdout);

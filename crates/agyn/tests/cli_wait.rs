@@ -200,6 +200,21 @@ async fn send_wait_stops_on_degraded_thread() {
         "stdout: {stdout}"
     );
 
+    // The conversation list shows that the thread rejects messages.
+    let output = client.run(&["conversations", "list"]);
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(output.status.code(), Some(0), "stdout: {stdout}");
+    let row = stdout
+        .lines()
+        .find(|line| line.starts_with(&conversation_id))
+        .unwrap_or_else(|| panic!("no row for {conversation_id}: {stdout}"));
+    let cells: Vec<&str> = row
+        .split("  ")
+        .map(str::trim)
+        .filter(|cell| !cell.is_empty())
+        .collect();
+    assert_eq!(cells[2], "open (degraded)", "stdout: {stdout}");
+
     drop(server);
     let _ = std::fs::remove_dir_all(&root);
 }

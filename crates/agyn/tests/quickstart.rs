@@ -455,4 +455,26 @@ async fn quickstart_runs_as_written() {
         "the README's expected output has no reply line:\n{}",
         expected_output.body
     );
+
+    // Its workloads table has the columns that `workloads list` printed.
+    let readme_columns = workload_columns(&expected_output.body)
+        .expect("the README's expected output has the workloads table");
+    let run_columns =
+        workload_columns(&run.stdout).expect("the Quickstart printed the workloads table");
+    assert_eq!(readme_columns, run_columns);
+}
+
+/// Returns the column names of the first `workloads list` header in
+/// `text`. Columns are separated by at least two spaces.
+fn workload_columns(text: &str) -> Option<Vec<String>> {
+    let header = text
+        .lines()
+        .find(|line| line.starts_with("ID ") && line.contains("AGENT STATE"))?;
+    let columns = header
+        .split("  ")
+        .map(str::trim)
+        .filter(|column| !column.is_empty())
+        .map(str::to_string)
+        .collect();
+    Some(columns)
 }

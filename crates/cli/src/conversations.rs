@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 
 use agyn_client::chat::{
-    Conversation, ConversationParticipant, CreateConversationRequest, ListConversationsRequest,
-    ListConversationsResponse,
+    Conversation, ConversationParticipant, ConversationThreadStatus, CreateConversationRequest,
+    ListConversationsRequest, ListConversationsResponse,
 };
 use agyn_client::users::GetMeRequest;
 use clap::{Args, Subcommand};
@@ -149,7 +149,9 @@ fn print_table<'a>(
     labels: &Labels,
     conversations: impl Iterator<Item = &'a Conversation>,
 ) -> Result<()> {
-    let mut table = Table::new(&["ID", "WITH", "MESSAGES", "UNREAD", "ACTIVITY", "SUMMARY"]);
+    let mut table = Table::new(&[
+        "ID", "WITH", "STATUS", "MESSAGES", "UNREAD", "ACTIVITY", "SUMMARY",
+    ]);
     for conversation in conversations {
         let others: Vec<String> = conversation
             .participants
@@ -160,6 +162,7 @@ fn print_table<'a>(
         table.row(vec![
             resolve::id_of(&conversation.meta),
             output::or_dash(&others.join(", ")),
+            status(conversation),
             conversation.message_count.to_string(),
             conversation.unread_count.to_string(),
             output::label(
@@ -170,4 +173,20 @@ fn print_table<'a>(
         ]);
     }
     table.print_or("No conversations.")
+}
+
+/// Returns the conversation's status, followed by its thread's when the
+/// thread no longer accepts messages, as in `open (degraded)`.
+fn status(conversation: &Conversation) -> String {
+    let status = output::label(&conversation.status, "CONVERSATION_STATUS_");
+    match conversation.thread_status.as_known() {
+        Some(
+            ConversationThreadStatus::CONVERSATION_THREAD_STATUS_UNSPECIFIED
+            | ConversationThreadStatus::CONVERSATION_THREAD_STATUS_ACTIVE,
+        ) => status,
+        _ => {
+            let thread = output::label(&conversation.thread_status, "CONVERSATION_THREAD_STATUS_");
+            format!("{status} ({thread})")
+        }
+    }
 }
