@@ -257,6 +257,49 @@ fn login_rejects_bad_token() {
     );
 }
 
+/// A gateway that nothing listens on is named in the error, with the
+/// cause and, from login, what to check.
+#[test]
+fn unreachable_gateway_is_named() {
+    let root = scratch_root("unreachable");
+    let _cleanup = Cleanup(vec![root.clone()]);
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port())
+    };
+    let client = Client {
+        root: root.clone(),
+        config_dir: root.join("config"),
+        gateway: closed.clone(),
+        transcript: Mutex::new(String::new()),
+    };
+    let prefix = format!("agyn: unavailable: cannot reach the gateway at {closed}: ");
+
+    let mut command = client.command(&["orgs", "list", "--gateway", &closed]);
+    command.env("AGYN_TOKEN", "agyn_not-a-real-token");
+    let run = client.run_command(command, None);
+    assert_eq!(run.status, Some(1), "stderr: {}", run.stderr);
+    assert!(run.stderr.starts_with(&prefix), "stderr: {}", run.stderr);
+    assert!(
+        run.stderr.to_lowercase().contains("connection refused"),
+        "stderr: {}",
+        run.stderr
+    );
+
+    let stderr = client.fails(
+        &[
+            "login",
+            "--gateway",
+            &closed,
+            "--token",
+            "agyn_not-a-real-token",
+        ],
+        1,
+    );
+    assert!(stderr.starts_with(&prefix), "stderr: {stderr}");
+    assert!(stderr.contains("check the gateway URL"), "stderr: {stderr}");
+}
+
 #[test]
 fn main_flow_against_serve() {
     let root = scratch_root("flow");

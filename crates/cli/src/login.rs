@@ -141,16 +141,20 @@ fn read_token(args: &LoginArgs) -> Result<Secret<String>> {
     Ok(Secret::new(token.to_string()))
 }
 
+/// What to check when login cannot reach the gateway.
+const CONNECTION_HINT: &str = "check the gateway URL, and pass --ca-file when the system \
+     does not trust the gateway's certificate";
+
 /// Appends what to check to an `unavailable` error, the code of both an
 /// unreachable gateway and an untrusted certificate.
 fn with_connection_hint(error: CliError) -> CliError {
     match error {
         CliError::Gateway { code, message } if code == "unavailable" => CliError::Gateway {
             code,
-            message: format!(
-                "{message} (check the gateway URL, and pass --ca-file when the \
-                 system does not trust the gateway's certificate)"
-            ),
+            message: format!("{message} ({CONNECTION_HINT})"),
+        },
+        CliError::Unreachable { cause } => CliError::Unreachable {
+            cause: format!("{cause} ({CONNECTION_HINT})"),
         },
         other => other,
     }

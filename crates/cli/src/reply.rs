@@ -243,10 +243,7 @@ impl ReplyWatch {
                     *self.outage.lock().expect("the outage lock is not poisoned") = None;
                     return Ok(());
                 }
-                Err(error @ CliError::Gateway { code, .. })
-                    if code == ErrorCode::Unavailable.as_str()
-                        || code == ErrorCode::ResourceExhausted.as_str() =>
-                {
+                Err(error) if is_outage(&error) => {
                     self.record_outage(&error);
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
@@ -260,10 +257,13 @@ impl ReplyWatch {
     fn record_outage(&self, error: &CliError) {
         let mut outage = self.outage.lock().expect("the outage lock is not poisoned");
         let since = outage.as_ref().map_or_else(Instant::now, |down| down.since);
-        *outage = Some(Outage {
-            since,
-            error: error.to_string(),
-        });
+        // The timeout message names the gateway, so an unreachable one is
+        // recorded by its cause alone.
+        let error = match error {
+            CliError::Unreachable { cause } => cause.clone(),
+            other => other.to_string(),
+        };
+        *outage = Some(Outage { since, error });
     }
 
     /// Returns the oldest message after `sent_id` from another participant,
@@ -409,6 +409,19 @@ async fn subscribe(
         None => Err(CliError::failed(
             "the notification stream ended before `ready`",
         )),
+    }
+}
+
+/// Returns whether `error` means that the gateway cannot serve the stream
+/// for now: it is unreachable, shutting down or overloaded.
+fn is_outage(error: &CliError) -> bool {
+    match error {
+        CliError::Unreachable { .. } => true,
+        CliError::Gateway { code, .. } => {
+            *code == ErrorCode::Unavailable.as_str()
+                || *code == ErrorCode::ResourceExhausted.as_str()
+        }
+        _ => false,
     }
 }
 

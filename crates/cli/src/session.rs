@@ -89,6 +89,8 @@ pub fn connect(url: &str, token: Secret<String>, ca_file: Option<&Path>) -> Resu
         })?),
         None => None,
     };
-    Gateway::connect(url, Credential::Token(token), ca_pem.as_deref())
-        .map_err(|error| CliError::usage(format!("invalid gateway: {}", error.message())))
+    let gateway = Gateway::connect(url, Credential::Token(token), ca_pem.as_deref())
+        .map_err(|error| CliError::usage(format!("invalid gateway: {}", error.message())))?;
+    crate::error::set_gateway_url(gateway.url());
+    Ok(gateway)
 }
