@@ -673,13 +673,19 @@ async fn closed_threads_reject_writes_but_stay_readable(backend: Backend) {
     let org = w.org(&alice, "Acme").await;
 
     let archived = w.thread(&alice, &org, &[&bob]).await;
-    let before = w.send(&alice, &archived.id, "before", "").await.unwrap();
+    let before = w
+        .send(&alice, &archived.id, "before", "archived-send")
+        .await
+        .unwrap();
     let closed = w.threads.archive_thread(&archived.id).await.unwrap();
     assert_eq!(closed.status, ThreadStatus::Archived);
     assert!(closed.updated_at >= archived.updated_at);
 
     let degraded = w.thread(&alice, &org, &[&bob]).await;
-    w.send(&alice, &degraded.id, "before", "").await.unwrap();
+    let degraded_before = w
+        .send(&alice, &degraded.id, "before", "degraded-send")
+        .await
+        .unwrap();
     let denied = w
         .threads
         .degrade_thread(&alice, &degraded.id, "operator")
@@ -719,14 +725,40 @@ async fn closed_threads_reject_writes_but_stay_readable(backend: Backend) {
     let unchanged = w.threads.archive_thread(&degraded.id).await.unwrap();
     assert_eq!(unchanged.status, ThreadStatus::Degraded);
 
-    for (thread, message, reason) in [
-        (&archived, "thread archived", "THREAD_ARCHIVED"),
-        (&degraded, "thread degraded", "THREAD_DEGRADED"),
+    for (thread, message, reason, first, key) in [
+        (
+            &archived,
+            "thread archived",
+            "THREAD_ARCHIVED",
+            &before,
+            "archived-send",
+        ),
+        (
+            &degraded,
+            "thread degraded",
+            "THREAD_DEGRADED",
+            &degraded_before,
+            "degraded-send",
+        ),
     ] {
-        let error = w.send(&bob, &thread.id, "after", "").await.unwrap_err();
-        assert_eq!(error.code(), Code::FailedPrecondition);
-        assert_eq!(error.message(), message);
-        assert_eq!(error.reason(), Some(reason));
+        for key in ["", "new-key"] {
+            let error = w.send(&bob, &thread.id, "after", key).await.unwrap_err();
+            assert_eq!(error.code(), Code::FailedPrecondition, "key {key:?}");
+            assert_eq!(error.message(), message, "key {key:?}");
+            assert_eq!(error.reason(), Some(reason), "key {key:?}");
+        }
+
+        // A retry of a send stored before the thread closed returns its
+        // message, so a client whose response was lost learns that it
+        // was stored.
+        let retried = w.send(&alice, &thread.id, "before", key).await.unwrap();
+        assert_eq!(&retried, first);
+        let reused = w
+            .send(&alice, &thread.id, "changed", key)
+            .await
+            .unwrap_err();
+        assert_eq!(reused.reason(), Some("IDEMPOTENCY_KEY_REUSED"));
+
         let error = w
             .threads
             .add_participant(&alice, &thread.id, &by_id(0, id(&carol)), false, "")
