@@ -282,8 +282,9 @@ impl Events {
     /// without the cursor itself. The lookback repeats envelopes the
     /// client may already have, so clients de-duplicate by id.
     ///
-    /// A cursor that is not in the log is a gap, and so is a replay of
-    /// more than [`MAX_REPLAY`] envelopes.
+    /// A cursor that is not in the log is a gap, and so is one logged for
+    /// none of `rooms`, and a replay of more than [`MAX_REPLAY`]
+    /// envelopes.
     pub async fn replay(&self, rooms: &[String], last_event_id: &str) -> Result<Replay> {
         if uuid::Uuid::try_parse(last_event_id).is_err() {
             return Ok(Replay::Gap(GapReason::CursorNotFound));

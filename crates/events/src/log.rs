@@ -127,9 +127,9 @@ pub async fn append_postgres(
 
 /// Session setting of the connection that [`append_postgres`] uses. The
 /// log only serves resumes, and delivery waits for its commit, so that
-/// commit does not wait for the write-ahead log to reach the disk. A crash can then
-/// lose the last envelopes; a resume from one of them finds no cursor and
-/// reports a gap.
+/// commit does not wait for the write-ahead log to reach the disk. A
+/// crash can then lose the last envelopes. A resume from one of them finds
+/// no cursor and reports a gap.
 pub const LOG_CONNECTION_SETUP: &str = "SET synchronous_commit = off";
 
 /// Statement of [`append_postgres`]. `$1` is the number of envelopes, and
@@ -167,7 +167,7 @@ pub async fn replay(
     cursor_id: &str,
     dropped_at: Option<i64>,
 ) -> Result<Replay> {
-    let Some(cursor) = sqlx::query("SELECT seq, ts FROM notification_log WHERE id = $1")
+    let Some(cursor) = sqlx::query("SELECT seq, ts, rooms FROM notification_log WHERE id = $1")
         .bind(cursor_id)
         .fetch_optional(db.pool())
         .await?
@@ -176,8 +176,13 @@ pub async fn replay(
     };
     let cursor_seq: i64 = cursor.try_get("seq")?;
     let cursor_ts: i64 = cursor.try_get("ts")?;
-    if rooms.is_empty() {
-        return Ok(Replay::Resumed(Vec::new()));
+    let cursor_rooms: String = cursor.try_get("rooms")?;
+    let cursor_rooms: Vec<String> = serde_json::from_str(&cursor_rooms)
+        .map_err(|error| Error::internal("notification_log.rooms is not a JSON array", error))?;
+    // A cursor that the stream could not have received counts as unknown,
+    // so a stream learns nothing about envelopes of other rooms.
+    if !cursor_rooms.iter().any(|room| rooms.contains(room)) {
+        return Ok(Replay::Gap(GapReason::CursorNotFound));
     }
     let window_start = cursor_ts - i64::try_from(REPLAY_LOOKBACK.as_micros()).unwrap_or(i64::MAX);
     if dropped_at.is_some_and(|at| at >= window_start) {

@@ -218,7 +218,14 @@ async fn unknown_cursor_is_a_gap(backend: Backend) {
     let events = start(agyn_store::testing::fresh(backend).await);
     let mine = room("identity");
     publish(&events, &[&mine], 1).await;
-    for cursor in [uuid::Uuid::now_v7().to_string(), "not-a-uuid".to_string()] {
+    // An envelope of another room is unknown to this stream, so its id
+    // reveals nothing.
+    let theirs = publish(&events, &[&room("identity")], 2).await;
+    for cursor in [
+        uuid::Uuid::now_v7().to_string(),
+        "not-a-uuid".to_string(),
+        theirs.id,
+    ] {
         assert_eq!(
             events
                 .replay(std::slice::from_ref(&mine), &cursor)
