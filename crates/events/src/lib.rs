@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use agyn_core::{Error, Result};
-use agyn_store::sqlx::{self, AnyConnection};
+use agyn_store::sqlx::AnyConnection;
 use agyn_store::{Backend, Db};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -464,12 +464,9 @@ impl Worker {
         let connection = match &mut self.log_connection {
             Some(connection) => connection,
             None => {
-                // A connection of its own, because its session setting must
-                // not reach the pool's other users.
-                let mut connection = self.db.pool().acquire().await?.detach();
-                sqlx::query(log::LOG_CONNECTION_SETUP)
-                    .execute(&mut connection)
-                    .await?;
+                // A connection of its own saves the health check and the
+                // wait of a pool acquire before every batch.
+                let connection = self.db.pool().acquire().await?.detach();
                 self.log_connection.insert(connection)
             }
         };

@@ -88,8 +88,13 @@ pub async fn append_sqlite(db: &Db, envelopes: &[Envelope]) -> Result<Vec<i64>> 
 /// round trip whatever its size. The statement is its own transaction.
 /// It reserves the seqs by updating the counter row, which stays locked
 /// until the statement commits, so concurrent batches, also from other
-/// replicas, commit in `seq` order. `connection` should have
-/// `synchronous_commit` off (see [`LOG_CONNECTION_SETUP`]).
+/// replicas, commit in `seq` order.
+///
+/// The log only serves resumes, and delivery waits for its commit, so the
+/// statement turns `synchronous_commit` off for its own transaction and
+/// the commit does not wait for the write-ahead log to reach the disk. A
+/// crash can then lose the last envelopes. A resume from one of them
+/// finds no cursor and reports a gap.
 pub async fn append_postgres(
     connection: &mut AnyConnection,
     envelopes: &[Envelope],
@@ -125,19 +130,16 @@ pub async fn append_postgres(
     Ok((first..first + count).collect())
 }
 
-/// Session setting of the connection that [`append_postgres`] uses. The
-/// log only serves resumes, and delivery waits for its commit, so that
-/// commit does not wait for the write-ahead log to reach the disk. A
-/// crash can then lose the last envelopes. A resume from one of them finds
-/// no cursor and reports a gap.
-pub const LOG_CONNECTION_SETUP: &str = "SET synchronous_commit = off";
-
 /// Statement of [`append_postgres`]. `$1` is the number of envelopes, and
-/// `$2` a JSON array of them, numbered from 1 by `ord`. Returns the first reserved seq. Foreign keys are
-/// checked at the end of the statement, so the room rows may refer to log
-/// rows inserted beside them.
+/// `$2` a JSON array of them, numbered from 1 by `ord`. Returns the first
+/// reserved seq. Foreign keys are checked at the end of the statement, so
+/// the room rows may refer to log rows inserted beside them. The final
+/// SELECT reads `no_flush`, because a `WITH` query that only reads runs
+/// only when referenced.
 const APPEND_POSTGRES: &str = "\
-WITH reserved AS (
+WITH no_flush AS (
+    SELECT set_config('synchronous_commit', 'off', true) AS value
+), reserved AS (
     UPDATE notification_sequence SET last_value = last_value + $1
     WHERE name = 'notification_log'
     RETURNING last_value - $1 AS base
@@ -154,7 +156,7 @@ WITH reserved AS (
     SELECT room, reserved.base + batch.ord
     FROM reserved, batch, jsonb_array_elements_text(batch.rooms::jsonb) AS room
 )
-SELECT base + 1 FROM reserved";
+SELECT reserved.base + 1 FROM reserved, no_flush";
 
 /// Reads what a stream of `rooms` resuming after envelope `cursor_id`
 /// missed. See [`crate::Events::replay`].
