@@ -541,6 +541,12 @@ fn main_flow_against_serve() {
         "stderr: {stderr}"
     );
     client.fails(&["send", &conversation_id], 2);
+    let stderr = client.fails(&["send", "nope", "hello"], 2);
+    assert!(
+        stderr.contains("invalid value 'nope' for '<CONVERSATION>'"),
+        "stderr: {stderr}"
+    );
+    assert!(!stderr.contains("thread_id"), "stderr: {stderr}");
 
     // With a second organization, --org is required and the error lists
     // both.

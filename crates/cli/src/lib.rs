@@ -144,11 +144,27 @@ mod tests {
 
     #[test]
     fn send_timeout_defaults_to_two_minutes() {
-        let Command::Send(args) = parse(&["send", "c", "hello"]).unwrap() else {
+        let conversation = "01a24291-82b2-77c8-8878-169c1b5d145d";
+        let Command::Send(args) = parse(&["send", conversation, "hello"]).unwrap() else {
             panic!("expected send");
         };
         assert_eq!(args.timeout, std::time::Duration::from_secs(120));
         assert!(!args.wait);
+    }
+
+    #[test]
+    fn conversation_ids_must_be_uuids() {
+        for args in [
+            &["send", "nope", "hello"][..],
+            &["messages", "nope"],
+            &["workloads", "list", "--conversation", "nope"],
+        ] {
+            let error = parse(args).unwrap_err();
+            assert_eq!(error.kind(), clap::error::ErrorKind::ValueValidation);
+            let message = error.to_string();
+            assert!(message.contains("'nope'"), "{message}");
+            assert!(message.contains("a conversation id is a UUID"), "{message}");
+        }
     }
 
     #[test]

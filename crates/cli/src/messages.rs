@@ -22,6 +22,7 @@ pub struct SendArgs {
     pub global: GlobalArgs,
 
     /// Conversation id
+    #[arg(value_parser = crate::resolve::parse_conversation_id)]
     pub conversation: String,
 
     /// Message text, or `-` to read it from standard input
@@ -43,6 +44,7 @@ pub struct MessagesArgs {
     pub global: GlobalArgs,
 
     /// Conversation id
+    #[arg(value_parser = crate::resolve::parse_conversation_id)]
     pub conversation: String,
 
     /// Print only the newest N messages (still oldest first)

@@ -24,6 +24,20 @@ pub fn is_uuid(value: &str) -> bool {
     uuid::Uuid::try_parse(value).is_ok() && value.len() == 36
 }
 
+/// Parses a conversation id argument, so that a mistyped one fails as a
+/// usage error that names the argument instead of an API field.
+pub fn parse_conversation_id(value: &str) -> std::result::Result<String, String> {
+    let value = value.trim();
+    if is_uuid(value) {
+        Ok(value.to_string())
+    } else {
+        Err(
+            "a conversation id is a UUID, as in the first column of `agyn conversations list`"
+                .to_string(),
+        )
+    }
+}
+
 /// Returns the id of the organization that `--org` names, or of the only
 /// organization the caller is an active member of.
 pub async fn organization(gateway: &Gateway, args: &OrgArgs) -> Result<String> {

@@ -32,7 +32,7 @@ pub enum WorkloadsCommand {
     /// conversation's
     List {
         /// Conversation id; lists only its workloads
-        #[arg(long, value_name = "ID")]
+        #[arg(long, value_name = "ID", value_parser = crate::resolve::parse_conversation_id)]
         conversation: Option<String>,
     },
 }
