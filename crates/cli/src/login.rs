@@ -141,7 +141,7 @@ fn read_token(args: &LoginArgs) -> Result<Secret<String>> {
     Ok(Secret::new(token.to_string()))
 }
 
-/// What to check when login cannot reach the gateway.
+/// Hint that login adds when it cannot reach the gateway.
 const CONNECTION_HINT: &str = "check the gateway URL, and pass --ca-file when the system \
      does not trust the gateway's certificate";
 

@@ -2,7 +2,7 @@
 
 use agyn_core::{Error, Result};
 use agyn_store::sqlx::{self, AnyConnection, Row as _, any::AnyRow};
-use agyn_store::{Db, Statement};
+use agyn_store::{Db, Statement, execute_in_chunks};
 
 use crate::{Envelope, GapReason, MAX_REPLAY, REPLAY_LOOKBACK, Replay};
 
@@ -33,51 +33,65 @@ pub async fn append_sqlite(db: &Db, envelopes: &[Envelope]) -> Result<Vec<i64>> 
 
     let seqs: Vec<i64> = (last - count + 1..=last).collect();
     let numbered: Vec<(&Envelope, i64)> = envelopes.iter().zip(seqs.iter().copied()).collect();
-    for chunk in numbered.chunks(MAX_ROWS_PER_INSERT) {
-        let mut statement = Statement::for_each_once(
-            "INSERT INTO notification_log (seq, id, ts, source, event, rooms, payload) VALUES ",
-            db.backend(),
-        );
-        let mut rows = Vec::with_capacity(chunk.len());
-        for (envelope, seq) in chunk {
-            let rooms = serde_json::to_string(&envelope.rooms).expect("room names encode as JSON");
-            let payload = serde_json::to_string(&envelope.payload).expect("a JSON map encodes");
-            let seq = statement.integer(*seq);
-            let id = statement.text(&envelope.id);
-            let ts = statement.integer(envelope.ts);
-            let source = statement.text(&envelope.source);
-            let event = statement.text(&envelope.event);
-            let rooms = statement.text(&rooms);
-            let payload = statement.text(&payload);
-            rows.push(format!(
-                "({seq}, {id}, {ts}, {source}, {event}, {rooms}, {payload})"
-            ));
-        }
-        statement.push(&rows.join(", "));
-        statement.query().execute(&mut *tx).await?;
-    }
+    execute_in_chunks(
+        &mut tx,
+        db.backend(),
+        "INSERT INTO notification_log (seq, id, ts, source, event, rooms, payload) VALUES ",
+        &numbered,
+        MAX_ROWS_PER_INSERT,
+        log_values,
+    )
+    .await?;
 
     let room_rows: Vec<(&str, i64)> = numbered
         .iter()
         .flat_map(|(envelope, seq)| envelope.rooms.iter().map(|room| (room.as_str(), *seq)))
         .collect();
-    for chunk in room_rows.chunks(MAX_ROWS_PER_INSERT) {
-        let mut statement = Statement::for_each_once(
-            "INSERT INTO notification_log_rooms (room, seq) VALUES ",
-            db.backend(),
-        );
-        let mut rows = Vec::with_capacity(chunk.len());
-        for (room, seq) in chunk {
-            let room = statement.text(room);
-            let seq = statement.integer(*seq);
-            rows.push(format!("({room}, {seq})"));
-        }
-        statement.push(&rows.join(", "));
-        statement.query().execute(&mut *tx).await?;
-    }
+    execute_in_chunks(
+        &mut tx,
+        db.backend(),
+        "INSERT INTO notification_log_rooms (room, seq) VALUES ",
+        &room_rows,
+        MAX_ROWS_PER_INSERT,
+        room_values,
+    )
+    .await?;
 
     tx.commit().await?;
     Ok(seqs)
+}
+
+/// Adds the arguments of `rows` and returns their `VALUES` tuples for
+/// `notification_log`.
+fn log_values(statement: &mut Statement, rows: &[(&Envelope, i64)]) -> String {
+    let mut tuples = Vec::with_capacity(rows.len());
+    for (envelope, seq) in rows {
+        let rooms = serde_json::to_string(&envelope.rooms).expect("room names encode as JSON");
+        let payload = serde_json::to_string(&envelope.payload).expect("a JSON map encodes");
+        let seq = statement.integer(*seq);
+        let id = statement.text(&envelope.id);
+        let ts = statement.integer(envelope.ts);
+        let source = statement.text(&envelope.source);
+        let event = statement.text(&envelope.event);
+        let rooms = statement.text(&rooms);
+        let payload = statement.text(&payload);
+        tuples.push(format!(
+            "({seq}, {id}, {ts}, {source}, {event}, {rooms}, {payload})"
+        ));
+    }
+    tuples.join(", ")
+}
+
+/// Adds the arguments of `rows` and returns their `VALUES` tuples for
+/// `notification_log_rooms`.
+fn room_values(statement: &mut Statement, rows: &[(&str, i64)]) -> String {
+    let mut tuples = Vec::with_capacity(rows.len());
+    for (room, seq) in rows {
+        let room = statement.text(room);
+        let seq = statement.integer(*seq);
+        tuples.push(format!("({room}, {seq})"));
+    }
+    tuples.join(", ")
 }
 
 /// Appends `envelopes` on PostgreSQL with one statement and returns their

@@ -19,7 +19,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Connection as _, Executor};
 
 pub use sqlx;
-pub use statement::Statement;
+pub use statement::{Statement, execute_in_chunks};
 
 /// How long a query waits for a free connection before the call fails
 /// with `unavailable` (`database busy`).
@@ -491,6 +491,55 @@ mod tests {
         db.close().await;
         drop(db);
         let _ = std::fs::remove_file(&path);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn chunked_insert_stores_every_row() {
+        let path = std::env::temp_dir().join(format!("agyn-chunks-{}.db", std::process::id()));
+        let url = format!("sqlite://{}", path.display());
+        let db = Db::open(&url).await.unwrap();
+        sqlx::query("CREATE TABLE pairs (id BIGINT PRIMARY KEY, name TEXT NOT NULL)")
+            .execute(db.pool())
+            .await
+            .unwrap();
+
+        // Five rows, two a statement: three statements.
+        let rows: Vec<(i64, String)> = (1..=5).map(|id| (id, format!("row {id}"))).collect();
+        let mut statements = 0;
+        let mut connection = db.pool().acquire().await.unwrap();
+        execute_in_chunks(
+            &mut connection,
+            db.backend(),
+            "INSERT INTO pairs (id, name) VALUES ",
+            &rows,
+            2,
+            |statement, chunk| {
+                statements += 1;
+                let tuples: Vec<String> = chunk
+                    .iter()
+                    .map(|(id, name)| {
+                        let id = statement.integer(*id);
+                        let name = statement.text(name);
+                        format!("({id}, {name})")
+                    })
+                    .collect();
+                tuples.join(", ")
+            },
+        )
+        .await
+        .unwrap();
+        drop(connection);
+        assert_eq!(statements, 3);
+
+        let stored: Vec<(i64, String)> = sqlx::query_as("SELECT id, name FROM pairs ORDER BY id")
+            .fetch_all(db.pool())
+            .await
+            .unwrap();
+        assert_eq!(stored, rows);
+        db.close().await;
+        for suffix in ["", "-wal", "-shm", ".lock"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,7 +2,7 @@
 //! placeholders as arguments are added.
 
 use crate::Backend;
-use sqlx::{Any, any::AnyArguments, query::Query};
+use sqlx::{Any, AnyConnection, any::AnyArguments, query::Query};
 
 enum Argument {
     Text(String),
@@ -82,4 +82,25 @@ impl Statement {
         }
         query
     }
+}
+
+/// Runs one statement for every `max_items` of `items`: `prefix`, such as
+/// `INSERT INTO t (a, b) VALUES `, followed by the text that `rest`
+/// returns for the chunk after adding its arguments. Every placeholder
+/// appears once, as [`Statement::for_each_once`] requires.
+pub async fn execute_in_chunks<T>(
+    connection: &mut AnyConnection,
+    backend: Backend,
+    prefix: &str,
+    items: &[T],
+    max_items: usize,
+    mut rest: impl FnMut(&mut Statement, &[T]) -> String,
+) -> Result<(), sqlx::Error> {
+    for chunk in items.chunks(max_items) {
+        let mut statement = Statement::for_each_once(prefix, backend);
+        let text = rest(&mut statement, chunk);
+        statement.push(&text);
+        statement.query().execute(&mut *connection).await?;
+    }
+    Ok(())
 }

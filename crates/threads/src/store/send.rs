@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 
 use agyn_core::Result;
-use agyn_store::Backend;
 use agyn_store::sqlx::{AnyConnection, Row};
+use agyn_store::{Backend, execute_in_chunks};
 
 use super::{
     IN_ACTIVE_ORG, MessageRecord, ParticipantRecord, Statement, THREAD_COLUMNS, ThreadRecord,
@@ -121,30 +121,42 @@ pub async fn store_messages(
         return Ok(());
     }
 
-    for chunk in messages.chunks(MAX_ROWS_PER_INSERT) {
-        let mut statement = Statement::for_each_once(INSERT_MESSAGES, backend);
-        let values = message_values(&mut statement, chunk);
-        statement.push(&values);
-        statement.query().execute(&mut *connection).await?;
-    }
-    for chunk in files.chunks(MAX_ROWS_PER_INSERT) {
-        let mut statement = Statement::for_each_once(INSERT_FILES, backend);
-        let values = file_values(&mut statement, chunk);
-        statement.push(&values);
-        statement.query().execute(&mut *connection).await?;
-    }
-    for chunk in recipients.chunks(MAX_ROWS_PER_INSERT) {
-        let mut statement = Statement::for_each_once(INSERT_RECIPIENTS, backend);
-        let values = recipient_values(&mut statement, chunk);
-        statement.push(&values);
-        statement.query().execute(&mut *connection).await?;
-    }
-    for chunk in threads.chunks(MAX_ROWS_PER_INSERT) {
-        let mut statement = Statement::for_each_once("UPDATE threads SET ", backend);
-        let assignments = counter_assignments(&mut statement, chunk);
-        statement.push(&assignments);
-        statement.query().execute(&mut *connection).await?;
-    }
+    execute_in_chunks(
+        connection,
+        backend,
+        INSERT_MESSAGES,
+        messages,
+        MAX_ROWS_PER_INSERT,
+        message_values,
+    )
+    .await?;
+    execute_in_chunks(
+        connection,
+        backend,
+        INSERT_FILES,
+        &files,
+        MAX_ROWS_PER_INSERT,
+        file_values,
+    )
+    .await?;
+    execute_in_chunks(
+        connection,
+        backend,
+        INSERT_RECIPIENTS,
+        &recipients,
+        MAX_ROWS_PER_INSERT,
+        recipient_values,
+    )
+    .await?;
+    execute_in_chunks(
+        connection,
+        backend,
+        "UPDATE threads SET ",
+        threads,
+        MAX_ROWS_PER_INSERT,
+        counter_assignments,
+    )
+    .await?;
     Ok(())
 }
 
